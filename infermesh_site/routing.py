@@ -1,0 +1,3 @@
+"""WebSocket routes; the dashboard and event stream add theirs in later issues."""
+
+websocket_urlpatterns: list = []

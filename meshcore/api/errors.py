@@ -1,0 +1,35 @@
+"""Registry errors as HTTP answers: 400 with field errors, 404, 409, 503 with Retry-After."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import IntegrityError
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+from meshcore.registry import InvalidChange, RegistryError, Unavailable
+
+logger = logging.getLogger(__name__)
+
+
+def mesh_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, InvalidChange):
+        return Response(exc.errors, status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, Unavailable):
+        return Response(
+            {"detail": exc.message},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(exc.retry_after)},
+        )
+    if isinstance(exc, RegistryError):
+        return Response({"detail": exc.message}, status=exc.status)
+    if isinstance(exc, IntegrityError):
+        # The registry maps the conflicts it expects; this is a race it did not foresee.
+        logger.warning("integrity error answered as 409: %s", exc)
+        return Response(
+            {"detail": "This change conflicts with the current state; read it again and retry."}, status=409
+        )
+    return exception_handler(exc, context)

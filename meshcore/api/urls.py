@@ -1,0 +1,15 @@
+from rest_framework.routers import DefaultRouter
+
+from meshcore.api import views
+
+router = DefaultRouter(trailing_slash=True)
+router.register("nodes", views.NodeViewSet, basename="node")
+router.register("models", views.ModelViewSet, basename="model")
+router.register("runtimes", views.RuntimeViewSet, basename="runtime")
+router.register("policies", views.PolicyViewSet, basename="policy")
+router.register("tokens", views.ApiTokenViewSet, basename="token")
+router.register("gpus", views.GpuViewSet, basename="gpu")
+router.register("instances", views.ModelInstanceViewSet, basename="instance")
+router.register("events", views.EventViewSet, basename="event")
+
+urlpatterns = router.urls

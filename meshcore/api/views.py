@@ -1,0 +1,187 @@
+"""Thin API views: a queryset, a serializer, a filterset; changes go to `meshcore.registry`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from meshcore import registry
+from meshcore.api import filters, serializers
+from meshcore.models import ApiToken, Event, Gpu, Model, ModelInstance, Node, Policy, Runtime
+
+IF_MATCH = OpenApiParameter(
+    "If-Match", str, OpenApiParameter.HEADER, required=False, description="Version you read; 409 when stale."
+)
+
+
+def if_match_version(request: Request) -> int | None:
+    value = request.headers.get("If-Match", "").strip().strip('"')
+    if not value or value == "*":
+        return None
+    if not value.isdigit():
+        raise ValidationError({"If-Match": ['Send the resource\'s version, for example If-Match: "3".']})
+    return int(value)
+
+
+class VersionedViewSet(viewsets.ModelViewSet):
+    """Retrieve answers an ETag of the version; deletes honour If-Match."""
+
+    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        response = super().retrieve(request, *args, **kwargs)
+        response["ETag"] = f'"{response.data["version"]}"'
+        return response
+
+    def perform_destroy(self, instance: Any) -> None:
+        self.delete_through_registry(instance, if_match_version(self.request))
+
+    def delete_through_registry(self, instance: Any, expected_version: int | None) -> None:
+        raise NotImplementedError
+
+
+@extend_schema_view(destroy=extend_schema(parameters=[IF_MATCH]), partial_update=extend_schema(parameters=[IF_MATCH]))
+class NodeViewSet(VersionedViewSet):
+    queryset = Node.objects.select_related("token")
+    serializer_class = serializers.NodeSerializer
+    filterset_class = filters.NodeFilter
+    lookup_field = "name"
+    lookup_value_regex = "[^/]+"
+    ordering_fields = ["name", "zone", "health", "last_seen", "created_at"]
+
+    @extend_schema(responses={201: serializers.NodeWithTokenSerializer})
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        node = serializer.save()
+        body = serializers.NodeWithTokenSerializer(node, context=self.get_serializer_context()).data
+        return Response(body, status=status.HTTP_201_CREATED)
+
+    def delete_through_registry(self, node: Node, expected_version: int | None) -> None:
+        registry.delete_node(actor=self.request.user, name=node.name, expected_version=expected_version)
+
+    def _answer(self, node: Node) -> Response:
+        node = self.get_queryset().get(pk=node.pk)
+        return Response(self.get_serializer(node).data)
+
+    @extend_schema(request=None, responses=serializers.NodeSerializer, parameters=[IF_MATCH])
+    @action(detail=True, methods=["post"])
+    def drain(self, request: Request, name: str) -> Response:
+        """Stop routing and placing new work on the node; work in flight finishes."""
+        node = registry.set_node_draining(
+            actor=request.user, name=name, draining=True, expected_version=if_match_version(request)
+        )
+        return self._answer(node)
+
+    @extend_schema(request=None, responses=serializers.NodeSerializer, parameters=[IF_MATCH])
+    @action(detail=True, methods=["post"])
+    def undrain(self, request: Request, name: str) -> Response:
+        node = registry.set_node_draining(
+            actor=request.user, name=name, draining=False, expected_version=if_match_version(request)
+        )
+        return self._answer(node)
+
+    @extend_schema(request=None, responses=serializers.NodeTokenSerializer)
+    @action(detail=True, methods=["post"], url_path="rotate-token")
+    def rotate_token(self, request: Request, name: str) -> Response:
+        """Issue a new agent token; the old one stops working at once. The value is shown only here."""
+        node, token = registry.rotate_node_token(actor=request.user, name=name)
+        return Response({"node": node.name, "token": token, "prefix": node.token.prefix})
+
+    @extend_schema(request=None, responses=serializers.NodeSerializer)
+    @action(detail=True, methods=["post"], url_path="revoke-token")
+    def revoke_token(self, request: Request, name: str) -> Response:
+        """Stop the node's agent token from working (rotate-token issues a new one)."""
+        return self._answer(registry.revoke_node_token(actor=request.user, name=name))
+
+
+@extend_schema_view(destroy=extend_schema(parameters=[IF_MATCH]), partial_update=extend_schema(parameters=[IF_MATCH]))
+class ModelViewSet(VersionedViewSet):
+    queryset = Model.objects.all()
+    serializer_class = serializers.ModelSerializer
+    filterset_class = filters.ModelFilter
+    ordering_fields = ["name", "revision", "platform", "created_at"]
+
+    def delete_through_registry(self, model: Model, expected_version: int | None) -> None:
+        registry.delete_model(actor=self.request.user, model_id=model.pk, expected_version=expected_version)
+
+
+@extend_schema_view(destroy=extend_schema(parameters=[IF_MATCH]), partial_update=extend_schema(parameters=[IF_MATCH]))
+class RuntimeViewSet(VersionedViewSet):
+    queryset = Runtime.objects.select_related("node")
+    serializer_class = serializers.RuntimeSerializer
+    filterset_class = filters.RuntimeFilter
+    ordering_fields = ["name", "node__name", "health", "created_at"]
+
+    def delete_through_registry(self, runtime: Runtime, expected_version: int | None) -> None:
+        registry.delete_runtime(actor=self.request.user, runtime_id=runtime.pk, expected_version=expected_version)
+
+
+@extend_schema_view(destroy=extend_schema(parameters=[IF_MATCH]), partial_update=extend_schema(parameters=[IF_MATCH]))
+class PolicyViewSet(VersionedViewSet):
+    queryset = Policy.objects.select_related("owner")
+    serializer_class = serializers.PolicySerializer
+    filterset_class = filters.PolicyFilter
+    lookup_field = "name"
+    lookup_value_regex = "[^/]+"
+    ordering_fields = ["name", "kind", "priority", "created_at", "updated_at"]
+
+    def delete_through_registry(self, policy: Policy, expected_version: int | None) -> None:
+        registry.delete_policy(actor=self.request.user, name=policy.name, expected_version=expected_version)
+
+
+class ApiTokenViewSet(
+    mixins.CreateModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """API tokens. Staff see and issue all; other users see their own. DELETE revokes."""
+
+    serializer_class = serializers.ApiTokenSerializer
+    filterset_class = filters.ApiTokenFilter
+    ordering_fields = ["name", "created_at", "expires_at"]
+
+    def get_queryset(self) -> QuerySet[ApiToken]:
+        tokens = ApiToken.objects.select_related("user", "tenant")
+        if self.request.user.is_staff:
+            return tokens
+        return tokens.filter(user=self.request.user)
+
+    @extend_schema(responses={201: serializers.ApiTokenWithValueSerializer})
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        token = serializer.save()
+        body = serializers.ApiTokenWithValueSerializer(token, context=self.get_serializer_context()).data
+        return Response(body, status=status.HTTP_201_CREATED)
+
+    def perform_destroy(self, token: ApiToken) -> None:
+        registry.revoke_api_token(actor=self.request.user, token_id=token.pk)
+
+
+class GpuViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = Gpu.objects.select_related("node")
+    serializer_class = serializers.GpuSerializer
+    filterset_class = filters.GpuFilter
+    ordering_fields = ["node__name", "index", "last_seen"]
+
+
+class ModelInstanceViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = ModelInstance.objects.select_related("runtime__node")
+    serializer_class = serializers.ModelInstanceSerializer
+    filterset_class = filters.ModelInstanceFilter
+    ordering_fields = ["model_name", "state", "updated_at"]
+
+
+class EventViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = Event.objects.all()
+    serializer_class = serializers.EventSerializer
+    filterset_class = filters.EventFilter
+    ordering_fields = ["created_at", "type"]

@@ -1,0 +1,11 @@
+from django.apps import AppConfig
+
+
+class MeshcoreConfig(AppConfig):
+    name = "meshcore"
+    verbose_name = "Mesh"
+
+    def ready(self) -> None:
+        # Registers system checks and the OpenAPI extension; nothing starts here (see `serve`).
+        from meshcore import checks  # noqa: F401
+        from meshcore.api import schema  # noqa: F401

@@ -1,0 +1,48 @@
+"""Events: one row per change to the mesh, published to the channel layer once committed."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+from meshcore.models import Event, Node
+
+logger = logging.getLogger(__name__)
+
+EVENTS_GROUP = "mesh.events"
+
+
+def record_event(event_type: str, *, node: Node | None = None, actor: str = "", data: dict | None = None) -> Event:
+    """Store the event in the current transaction and publish it only if that commits."""
+    event = Event.objects.create(
+        type=event_type, node=node, node_name=node.name if node else "", actor=actor, data=data or {}
+    )
+    transaction.on_commit(lambda: publish_event(event))
+    return event
+
+
+def event_message(event: Event) -> dict[str, Any]:
+    return {
+        "type": "mesh.event",
+        "id": event.pk,
+        "event_type": event.type,
+        "time": event.created_at.isoformat(),
+        "node": event.node_name or None,
+        "actor": event.actor,
+        "data": event.data,
+    }
+
+
+def publish_event(event: Event) -> None:
+    """Best effort: a channel layer that is down must not undo a committed change."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(EVENTS_GROUP, event_message(event))
+    except Exception:
+        logger.warning("could not publish event %s %s to the channel layer", event.pk, event.type, exc_info=True)

@@ -1,0 +1,259 @@
+"""The mesh's domain: desired state (nodes, models, runtimes, policies, tokens) and what
+agents observe (GPUs, model instances, health), kept in separate fields and tables.
+
+Desired-state rows change only through `meshcore.registry`; observed fields are written
+by telemetry ingest and are read-only everywhere else.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.db import models
+from django.utils import timezone
+
+
+class Health(models.TextChoices):
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+    UNKNOWN = "unknown"
+
+
+class NodeRole(models.TextChoices):
+    GPU = "gpu", "GPU host (runs an agent and Triton)"
+    CONTROL = "control", "Control-plane replica"
+    ROUTER = "router", "Router"
+
+
+class Node(models.Model):
+    name = models.SlugField(max_length=63, unique=True)
+    address = models.CharField(max_length=255, help_text="Host name or IP address the mesh reaches the node at.")
+    roles = models.JSONField(default=list, blank=True, help_text="Any of: gpu, control, router.")
+    zone = models.CharField(max_length=63, blank=True, db_index=True)
+    labels = models.JSONField(default=dict, blank=True)
+    # Desired: set by operators.
+    draining = models.BooleanField(default=False, help_text="No new work is routed or placed here.")
+    # Observed: set by the node's agent reports.
+    health = models.CharField(max_length=16, choices=Health.choices, default=Health.UNKNOWN, db_index=True)
+    last_seen = models.DateTimeField(null=True, blank=True)
+    agent_version = models.CharField(max_length=64, blank=True)
+    version = models.PositiveIntegerField(default=1, help_text="Increases with every desired-state change.")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class NodeToken(models.Model):
+    """The secret a node's agent presents; only its SHA-256 is kept."""
+
+    node = models.OneToOneField(Node, on_delete=models.CASCADE, related_name="token")
+    digest = models.CharField(max_length=64, unique=True)
+    prefix = models.CharField(max_length=16, help_text="First characters of the token, to tell tokens apart.")
+    issued_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.node.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class Gpu(models.Model):
+    """Observed GPU inventory, mirrored from agent reports."""
+
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="gpus")
+    uuid = models.CharField(max_length=96, unique=True)
+    index = models.PositiveSmallIntegerField()
+    name = models.CharField(max_length=128)
+    memory_total_bytes = models.BigIntegerField(default=0)
+    mig_profile = models.CharField(max_length=64, blank=True)
+    simulated = models.BooleanField(default=False)
+    last_seen = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["node__name", "index"]
+        verbose_name = "GPU"
+
+    def __str__(self) -> str:
+        return f"{self.node.name}/gpu{self.index} {self.name}"
+
+
+class Model(models.Model):
+    """A model in the catalog, as Triton names it, at one revision."""
+
+    name = models.CharField(max_length=128)
+    revision = models.CharField(max_length=64, default="1")
+    platform = models.CharField(max_length=64, db_index=True, help_text="Triton backend or platform, e.g. onnxruntime.")
+    config = models.JSONField(default=dict, blank=True)
+    description = models.TextField(blank=True)
+    version = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name", "revision"]
+        constraints = [models.UniqueConstraint(fields=["name", "revision"], name="model_name_revision_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.revision}"
+
+
+class Runtime(models.Model):
+    """A Triton endpoint on a node."""
+
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="runtimes")
+    name = models.SlugField(max_length=63, default="triton")
+    http_url = models.URLField(max_length=255)
+    grpc_url = models.CharField(max_length=255, blank=True)
+    metrics_url = models.URLField(max_length=255, blank=True)
+    health = models.CharField(max_length=16, choices=Health.choices, default=Health.UNKNOWN)
+    last_seen = models.DateTimeField(null=True, blank=True)
+    version = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["node__name", "name"]
+        constraints = [models.UniqueConstraint(fields=["node", "name"], name="runtime_node_name_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.node.name}/{self.name}"
+
+
+class InstanceState(models.TextChoices):
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+    UNLOADING = "unloading"
+
+
+class ModelInstance(models.Model):
+    """A model on a runtime, as the runtime reports it (observed).
+
+    The name is kept apart from the catalog link: Triton may serve a model the catalog lacks.
+    """
+
+    runtime = models.ForeignKey(Runtime, on_delete=models.CASCADE, related_name="instances")
+    model = models.ForeignKey(Model, on_delete=models.SET_NULL, null=True, blank=True, related_name="instances")
+    model_name = models.CharField(max_length=128)
+    model_revision = models.CharField(max_length=64, blank=True)
+    state = models.CharField(max_length=16, choices=InstanceState.choices, default=InstanceState.LOADING)
+    reason = models.TextField(blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["model_name", "runtime_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["runtime", "model_name", "model_revision"], name="instance_runtime_model_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_name}@{self.runtime}"
+
+
+class PolicyKind(models.TextChoices):
+    PIN = "pin"
+    QUOTA = "quota"
+    ACL = "acl"
+    LOAD_BALANCING = "load_balancing"
+
+
+class Policy(models.Model):
+    name = models.SlugField(max_length=100, unique=True)
+    kind = models.CharField(max_length=32, choices=PolicyKind.choices, db_index=True)
+    spec = models.JSONField(default=dict)
+    enabled = models.BooleanField(default=True, db_index=True)
+    priority = models.IntegerField(default=0, help_text="Higher wins among enabled policies that match.")
+    description = models.TextField(blank=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="policies"
+    )
+    version = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-priority", "name"]
+        verbose_name_plural = "policies"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.kind})"
+
+
+class ApiToken(models.Model):
+    """A bearer token for the API and the proxy; only its SHA-256 is kept."""
+
+    name = models.CharField(max_length=100)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    tenant = models.ForeignKey(Group, on_delete=models.SET_NULL, null=True, blank=True, related_name="api_tokens")
+    digest = models.CharField(max_length=64, unique=True)
+    prefix = models.CharField(max_length=16)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    version = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        ordering = ["user__username", "name"]
+        verbose_name = "API token"
+        constraints = [models.UniqueConstraint(fields=["user", "name"], name="api_token_user_name_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    def is_usable(self, now: datetime | None = None) -> bool:
+        now = now or timezone.now()
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+
+class EventType(models.TextChoices):
+    NODE_JOINED = "NODE_JOINED"
+    NODE_UPDATED = "NODE_UPDATED"
+    NODE_LEFT = "NODE_LEFT"
+    NODE_HEALTHY = "NODE_HEALTHY"
+    NODE_UNHEALTHY = "NODE_UNHEALTHY"
+    NODE_DRAINING = "NODE_DRAINING"
+    NODE_UNDRAINED = "NODE_UNDRAINED"
+    NODE_TOKEN_ROTATED = "NODE_TOKEN_ROTATED"
+    NODE_TOKEN_REVOKED = "NODE_TOKEN_REVOKED"
+    MODEL_CREATED = "MODEL_CREATED"
+    MODEL_UPDATED = "MODEL_UPDATED"
+    MODEL_DELETED = "MODEL_DELETED"
+    MODEL_LOADED = "MODEL_LOADED"
+    MODEL_UNLOADED = "MODEL_UNLOADED"
+    MODEL_FAILED = "MODEL_FAILED"
+    RUNTIME_CREATED = "RUNTIME_CREATED"
+    RUNTIME_UPDATED = "RUNTIME_UPDATED"
+    RUNTIME_DELETED = "RUNTIME_DELETED"
+    POLICY_CREATED = "POLICY_CREATED"
+    POLICY_UPDATED = "POLICY_UPDATED"
+    POLICY_DELETED = "POLICY_DELETED"
+    TOKEN_ISSUED = "TOKEN_ISSUED"
+    TOKEN_REVOKED = "TOKEN_REVOKED"
+    LEADER_CHANGED = "LEADER_CHANGED"
+
+
+class Event(models.Model):
+    type = models.CharField(max_length=32, choices=EventType.choices, db_index=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    node = models.ForeignKey(Node, on_delete=models.SET_NULL, null=True, blank=True, related_name="events")
+    node_name = models.CharField(max_length=63, blank=True, help_text="Kept when the node is deleted.")
+    actor = models.CharField(max_length=150, blank=True, help_text="Who made the change.")
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.node_name or ''}".strip()

@@ -1,0 +1,71 @@
+"""Shared fixtures: the personas every API and admin test speaks as.
+
+- operator: a staff user (session login and API token)
+- viewer: a signed-in user without staff rights
+- stranger: no account at all
+- node agent: presents its node's token
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.test import APIClient
+
+from meshcore import registry
+
+PASSWORD = "correct-horse-battery-staple"
+
+
+@pytest.fixture
+def operator(db):
+    return get_user_model().objects.create_user("olivia", password=PASSWORD, is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def viewer(db):
+    return get_user_model().objects.create_user("victor", password=PASSWORD)
+
+
+@pytest.fixture
+def operator_client(operator) -> APIClient:
+    client = APIClient()
+    client.force_login(operator)
+    return client
+
+
+@pytest.fixture
+def operator_token_client(operator) -> APIClient:
+    _, value = registry.issue_api_token(actor=operator, user=operator, name="automation")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {value}")
+    return client
+
+
+@pytest.fixture
+def viewer_client(viewer) -> APIClient:
+    client = APIClient()
+    client.force_login(viewer)
+    return client
+
+
+@pytest.fixture
+def stranger_client(db) -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def registered_node(operator):
+    """A node with its agent token (value shown once at registration)."""
+    node, token = registry.create_node(
+        actor=operator, name="gpu-a", address="10.0.0.11", roles=["gpu"], zone="eu-1", labels={"gpu-type": "h100"}
+    )
+    node.issued_token = token
+    return node
+
+
+@pytest.fixture
+def node_agent_client(registered_node) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {registered_node.issued_token}")
+    return client
