@@ -220,10 +220,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {
-        "NodeHealthEnum": "meshcore.models.Health",
-        "RuntimeHealthEnum": "meshcore.models.Health",
-    },
+    "ENUM_NAME_OVERRIDES": {"HealthEnum": "meshcore.models.Health"},
 }
 
 # Mesh process settings.

@@ -7,7 +7,8 @@ import logging
 from datetime import UTC, datetime
 
 # Attributes every LogRecord has; anything else was passed through `extra=` and is kept.
-_STANDARD_ATTRIBUTES = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "request_id"}
+# `request` (an HttpRequest that django.request attaches) is not data a log line can carry.
+_STANDARD_ATTRIBUTES = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "request_id", "request", "server_time"}
 
 
 class JsonFormatter(logging.Formatter):

@@ -66,5 +66,7 @@ class RequestIdLogFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
-            record.request_id = current_request_id.get() or "-"
+            # django.request logs after the middleware has returned, but passes the request along.
+            request = getattr(record, "request", None)
+            record.request_id = current_request_id.get() or getattr(request, "request_id", None) or "-"
         return True

@@ -1,0 +1,96 @@
+"""`manage.py serve`: run one mesh process.
+
+It checks the configuration and the database schema, starts this process's background
+parts (none yet: the Raft replica and the embedded agent arrive with their issues), then
+serves the ASGI application (`/proxy/` on the lean data path, the rest through Django and
+Channels) under daphne, or uvicorn when MESH_ASGI_SERVER says so. SIGTERM and SIGINT stop
+it cleanly.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.migrations.executor import MigrationExecutor
+
+from meshcore.process import MeshProcess
+
+logger = logging.getLogger("infermesh.serve")
+access_logger = logging.getLogger("infermesh.access")
+
+
+class Command(BaseCommand):
+    help = "Run a mesh process: the API, admin, proxy and this process's background parts."
+    requires_system_checks: list = []  # run below, after the arguments are known
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1).")
+        parser.add_argument("--port", type=int, default=8000, help="Port to listen on (default 8000).")
+        parser.add_argument(
+            "--server",
+            choices=["daphne", "uvicorn"],
+            default=None,
+            help="ASGI server (default: MESH_ASGI_SERVER, daphne unless set).",
+        )
+        parser.add_argument("--no-access-log", action="store_true", help="Do not log a line per HTTP request.")
+
+    def handle(self, *args: Any, host: str, port: int, server: str | None, no_access_log: bool, **options: Any) -> None:
+        self.check(display_num_errors=False)
+        self._require_migrated()
+        server = server or settings.MESH_ASGI_SERVER
+        from infermesh_site.asgi import application
+
+        process = MeshProcess.from_settings()
+        process.start()
+        logger.info("serving infermesh on http://%s:%s with %s (%s)", host, port, server, process.describe())
+        try:
+            if server == "uvicorn":
+                self._run_uvicorn(application, host, port, access_log=not no_access_log)
+            else:
+                self._run_daphne(application, host, port, access_log=not no_access_log)
+        finally:
+            process.stop()
+            logger.info("infermesh stopped")
+
+    def _require_migrated(self) -> None:
+        connection = connections[DEFAULT_DB_ALIAS]
+        plan = MigrationExecutor(connection).migration_plan(MigrationExecutor(connection).loader.graph.leaf_nodes())
+        if plan:
+            raise CommandError(
+                f"The database has {len(plan)} unapplied migration(s). Run `python manage.py migrate` first."
+            )
+        # The server's threads open their own connections; do not hand this one over.
+        connections.close_all()
+
+    def _run_daphne(self, application: Any, host: str, port: int, access_log: bool) -> None:
+        from daphne.endpoints import build_endpoint_description_strings
+        from daphne.server import Server
+
+        Server(
+            application=application,
+            endpoints=build_endpoint_description_strings(host=host, port=port),
+            signal_handlers=True,
+            action_logger=_log_access if access_log else None,
+            server_name="infermesh",
+        ).run()
+
+    def _run_uvicorn(self, application: Any, host: str, port: int, access_log: bool) -> None:
+        import uvicorn
+
+        uvicorn.run(application, host=host, port=port, lifespan="on", access_log=access_log, log_config=None)
+
+
+def _log_access(protocol: str, action: str, details: dict[str, Any]) -> None:
+    """One line per finished request, in the configured log format."""
+    if protocol == "http" and action == "complete":
+        access_logger.info(
+            "%s %s %s",
+            details.get("method"),
+            details.get("path"),
+            details.get("status"),
+            extra={"client": details.get("client"), "status": details.get("status"), "time_taken": details.get("time_taken")},
+        )

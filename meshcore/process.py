@@ -1,0 +1,54 @@
+"""The background parts of one mesh process, started and stopped by `manage.py serve`.
+
+Nothing here starts from `AppConfig.ready()`, which also runs in `migrate`, `shell` and
+Celery. Parts are added as their issues land (the Raft replica, the embedded agent).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Protocol
+
+logger = logging.getLogger(__name__)
+
+
+class BackgroundPart(Protocol):
+    name: str
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass
+class MeshProcess:
+    parts: list[BackgroundPart] = field(default_factory=list)
+
+    @classmethod
+    def from_settings(cls) -> MeshProcess:
+        return cls(parts=[])
+
+    def describe(self) -> str:
+        if not self.parts:
+            return "no background parts"
+        return "background parts: " + ", ".join(part.name for part in self.parts)
+
+    def start(self) -> None:
+        started: list[BackgroundPart] = []
+        try:
+            for part in self.parts:
+                part.start()
+                started.append(part)
+                logger.info("started %s", part.name)
+        except Exception:
+            for part in reversed(started):
+                part.stop()
+            raise
+
+    def stop(self) -> None:
+        for part in reversed(self.parts):
+            try:
+                part.stop()
+            except Exception:
+                logger.exception("stopping %s failed", part.name)

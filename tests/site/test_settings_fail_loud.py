@@ -1,0 +1,67 @@
+"""Bad configuration stops start-up with a message that says what to set."""
+
+import pytest
+
+from tests.site.helpers import TEST_SECRET, clean_env, manage
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    return tmp_path / "var"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({}, "SECRET_KEY is not set"),
+        ({"SECRET_KEY": TEST_SECRET, "DEBUG": "maybe"}, "DEBUG='maybe' is not a boolean"),
+        ({"SECRET_KEY": TEST_SECRET, "DATABASE_URL": "mongodb://x/y"}, "DATABASE_URL cannot be used"),
+        ({"SECRET_KEY": TEST_SECRET, "REDIS_URL": "http://127.0.0.1:6379"}, "is not a Redis URL"),
+        ({"SECRET_KEY": TEST_SECRET, "MESH_API_PAGE_SIZE": "0"}, "MESH_API_PAGE_SIZE=0 is too small"),
+        ({"SECRET_KEY": TEST_SECRET, "MESH_API_PAGE_SIZE": "many"}, "MESH_API_PAGE_SIZE='many' is not an integer"),
+        ({"SECRET_KEY": TEST_SECRET, "MESH_ASGI_SERVER": "gunicorn"}, "MESH_ASGI_SERVER='gunicorn' is not one of"),
+        ({"SECRET_KEY_FILE": "/nonexistent/key"}, "SECRET_KEY_FILE='/nonexistent/key' cannot be read"),
+        ({"SECRET_KEY": TEST_SECRET, "CSRF_TRUSTED_ORIGINS": "mesh.example.com"}, "needs a scheme"),
+    ],
+)
+def test_it_refuses_to_start_with_a_message_naming_the_setting(data_dir, overrides, message):
+    result = manage("check", env=clean_env(data_dir, **overrides))
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr.splitlines()[-1]
+
+
+def test_it_reads_the_secret_key_from_a_file(data_dir, tmp_path):
+    key_file = tmp_path / "key"
+    key_file.write_text(TEST_SECRET + "\n")
+    result = manage(
+        "shell",
+        "-c",
+        "from django.conf import settings; print(settings.SECRET_KEY)",
+        env=clean_env(data_dir, SECRET_KEY_FILE=str(key_file)),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == TEST_SECRET
+
+
+def test_it_generates_and_keeps_a_key_only_in_debug(data_dir):
+    show_key = ("shell", "-c", "from django.conf import settings; print(settings.SECRET_KEY)")
+    first = manage(*show_key, env=clean_env(data_dir, DEBUG="1"))
+    second = manage(*show_key, env=clean_env(data_dir, DEBUG="1"))
+    assert first.returncode == 0, first.stderr
+    assert len(first.stdout.strip().splitlines()[-1]) >= 50
+    assert first.stdout.splitlines()[-1] == second.stdout.splitlines()[-1]
+    assert (data_dir / "debug_secret_key").stat().st_mode & 0o077 == 0
+
+
+def test_it_defaults_to_sqlite_in_wal_mode(data_dir):
+    result = manage(
+        "shell",
+        "-c",
+        "from django.db import connection; c = connection.cursor(); c.execute('PRAGMA journal_mode'); "
+        "print(connection.vendor, c.fetchone()[0])",
+        env=clean_env(data_dir, SECRET_KEY=TEST_SECRET),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1].split() == ["sqlite", "wal"]
+    assert (data_dir / "infermesh.sqlite3").exists()
