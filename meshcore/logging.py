@@ -8,7 +8,13 @@ from datetime import UTC, datetime
 
 # Attributes every LogRecord has; anything else was passed through `extra=` and is kept.
 # `request` (an HttpRequest that django.request attaches) is not data a log line can carry.
-_STANDARD_ATTRIBUTES = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "request_id", "request", "server_time"}
+_STANDARD_ATTRIBUTES = set(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "request_id",
+    "request",
+    "server_time",
+}
 
 
 class JsonFormatter(logging.Formatter):

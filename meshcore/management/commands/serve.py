@@ -92,5 +92,9 @@ def _log_access(protocol: str, action: str, details: dict[str, Any]) -> None:
             details.get("method"),
             details.get("path"),
             details.get("status"),
-            extra={"client": details.get("client"), "status": details.get("status"), "time_taken": details.get("time_taken")},
+            extra={
+                "client": details.get("client"),
+                "status": details.get("status"),
+                "time_taken": details.get("time_taken"),
+            },
         )
