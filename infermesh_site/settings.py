@@ -123,6 +123,7 @@ def _database_from_url(url: str | None) -> dict:
 
 DATABASES = {"default": _database_from_url(env_str("DATABASE_URL"))}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_USER_MODEL = "meshcore.User"
 
 REDIS_URL = env_str("REDIS_URL") or None
 if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
@@ -227,7 +228,6 @@ SPECTACULAR_SETTINGS = {
 MESH_ASGI_SERVER = env_choice("MESH_ASGI_SERVER", "daphne", ("daphne", "uvicorn"))
 MESH_LOG_FORMAT = env_choice("MESH_LOG_FORMAT", "text", ("text", "json"))
 MESH_LOG_LEVEL = env_choice("MESH_LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper()
-MESH_EVENT_RETENTION_DAYS = env_int("MESH_EVENT_RETENTION_DAYS", 14, minimum=1)
 MESH_API_PAGE_SIZE = env_int("MESH_API_PAGE_SIZE", 50, minimum=1, maximum=1000)
 
 LOGGING = {

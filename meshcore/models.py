@@ -10,9 +10,16 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.conf import settings
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import AbstractUser, Group
 from django.db import models
 from django.utils import timezone
+
+
+class User(AbstractUser):
+    """The mesh's user: Django's own, as a model of this app so identity can be replicated."""
+
+    class Meta(AbstractUser.Meta):
+        swappable = "AUTH_USER_MODEL"
 
 
 class Health(models.TextChoices):
