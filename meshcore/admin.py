@@ -16,6 +16,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.options import IS_POPUP_VAR
+from django.contrib.auth.admin import UserAdmin
 from django.core.exceptions import ValidationError
 from django.db import models as db_models
 from django.db import transaction
@@ -37,6 +38,7 @@ from meshcore.models import (
     NodeRole,
     Policy,
     Runtime,
+    User,
 )
 from meshcore.policy_specs import SpecError, validate_spec
 from meshcore.registry import RegistryError
@@ -742,3 +744,7 @@ class EventAdmin(ObservedAdmin):
     def data_summary(self, event: Event) -> str:
         text = json.dumps(event.data, sort_keys=True)
         return text if len(text) <= 100 else text[:99] + "…"
+
+
+# Users are Django's own (as meshcore.User, so that identity can be replicated).
+admin.site.register(User, UserAdmin)
