@@ -143,6 +143,12 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
+# Sessions must work on every replica: kept in Redis when there is one, else in signed cookies
+# (which every replica can check because they share SECRET_KEY).
+SESSION_ENGINE = (
+    "django.contrib.sessions.backends.cache" if REDIS_URL else "django.contrib.sessions.backends.signed_cookies"
+)
+
 # Celery: the agents' broker. Unset means the collectors run inside `serve` instead.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL
 CELERY_TASK_IGNORE_RESULT = True
@@ -229,6 +235,45 @@ MESH_ASGI_SERVER = env_choice("MESH_ASGI_SERVER", "daphne", ("daphne", "uvicorn"
 MESH_LOG_FORMAT = env_choice("MESH_LOG_FORMAT", "text", ("text", "json"))
 MESH_LOG_LEVEL = env_choice("MESH_LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper()
 MESH_API_PAGE_SIZE = env_int("MESH_API_PAGE_SIZE", 50, minimum=1, maximum=1000)
+
+# Replication of desired state (Raft, PySyncObj). docs/replication.md explains each setting.
+MESH_REPLICATION = env_choice("MESH_REPLICATION", "raft", ("raft", "local"))
+MESH_RAFT_ADDRESS = env_str("MESH_RAFT_ADDRESS") or "127.0.0.1:4321"
+MESH_RAFT_PEERS = env_list("MESH_RAFT_PEERS", [])
+MESH_RAFT_DIR = Path(env_str("MESH_RAFT_DIR") or MESH_DATA_DIR / "raft")
+MESH_RAFT_STORAGE = env_choice("MESH_RAFT_STORAGE", "disk", ("disk", "memory"))
+MESH_RAFT_WRITE_TIMEOUT = env_int("MESH_RAFT_WRITE_TIMEOUT", 10, minimum=1, maximum=300)
+for _address in [MESH_RAFT_ADDRESS, *MESH_RAFT_PEERS]:
+    _host, _, _port = _address.rpartition(":")
+    if not _host or not _port.isdigit():
+        raise ImproperlyConfigured(
+            f"Raft address {_address!r} is not HOST:PORT (in MESH_RAFT_ADDRESS or MESH_RAFT_PEERS)."
+        )
+if MESH_RAFT_ADDRESS in MESH_RAFT_PEERS:
+    raise ImproperlyConfigured("MESH_RAFT_PEERS lists this replica's own MESH_RAFT_ADDRESS; list only the others.")
+MESH_RAFT_PASSWORD = env_str("MESH_RAFT_PASSWORD") or ""
+if MESH_RAFT_PEERS and len(MESH_RAFT_PASSWORD) < 16:
+    raise ImproperlyConfigured(
+        "MESH_RAFT_PEERS names other replicas but MESH_RAFT_PASSWORD is not set (or shorter than 16 characters). "
+        "PySyncObj unpickles whatever arrives on its port, so an unencrypted Raft port is remote code execution: "
+        "set the same long random MESH_RAFT_PASSWORD (or MESH_RAFT_PASSWORD_FILE) on every replica."
+    )
+
+
+def _single_replica_password(raft_dir: Path) -> str:
+    """A lone replica still encrypts its port, with a password nobody else needs to know."""
+    password_file = raft_dir / "password"
+    if password_file.exists():
+        return password_file.read_text().strip()
+    raft_dir.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_urlsafe(32)
+    password_file.write_text(password)
+    password_file.chmod(0o600)
+    return password
+
+
+if not MESH_RAFT_PASSWORD and MESH_REPLICATION == "raft":
+    MESH_RAFT_PASSWORD = _single_replica_password(MESH_RAFT_DIR)
 
 LOGGING = {
     "version": 1,

@@ -9,6 +9,7 @@ statuses by the API and to messages by the admin.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -207,7 +208,8 @@ def delete_node(*, actor: Actor, name: str, expected_version: int | None = None)
     with transaction.atomic():
         node = _locked(Node.objects, "node", name=name)
         _check_version(node, expected_version, f"Node {name!r}")
-        record_event(EventType.NODE_LEFT, node=None, actor=actor_name(actor), data={"node": name})
+        # Recorded against the node so the event keeps its name once the row is gone.
+        record_event(EventType.NODE_LEFT, node=node, actor=actor_name(actor), data={"node": name})
         node.delete()
 
 
@@ -244,9 +246,36 @@ def revoke_node_token(*, actor: Actor, name: str) -> Node:
 MODEL_FIELDS = ("name", "revision", "platform", "config", "description")
 
 
+MAX_CONFIG_DEPTH = 32
+
+
+def _json_problem(value: Any, max_depth: int) -> str | None:
+    """Why `value` cannot be stored as JSON on every supported database, or None."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if depth > max_depth:
+            return f"Nests deeper than {max_depth} levels; flatten it."
+        if isinstance(item, float) and not math.isfinite(item):
+            return "Numbers must be finite; NaN and Infinity are not JSON."
+        if isinstance(item, str) and "\x00" in item:
+            return "Text cannot contain NUL (\\u0000) characters."
+        if isinstance(item, dict):
+            pending.extend((key, depth) for key in item)
+            pending.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            pending.extend((child, depth + 1) for child in item)
+    return None
+
+
 def _validate_model_config(values: dict[str, Any]) -> None:
-    if "config" in values and not isinstance(values["config"], dict):
+    if "config" not in values:
+        return
+    if not isinstance(values["config"], dict):
         raise InvalidChange({"config": "Must be a JSON object."})
+    problem = _json_problem(values["config"], MAX_CONFIG_DEPTH)
+    if problem:
+        raise InvalidChange({"config": problem})
 
 
 def create_model(

@@ -17,7 +17,11 @@ logger = logging.getLogger(__name__)
 
 def mesh_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, InvalidChange):
-        return Response(exc.errors, status=status.HTTP_400_BAD_REQUEST)
+        # DRF's shape: each field maps to a list of messages (or nested errors).
+        errors = {
+            field: detail if isinstance(detail, list | dict) else [detail] for field, detail in exc.errors.items()
+        }
+        return Response(errors, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, Unavailable):
         return Response(
             {"detail": exc.message},
@@ -31,5 +35,10 @@ def mesh_exception_handler(exc: Exception, context: dict[str, Any]) -> Response 
         logger.warning("integrity error answered as 409: %s", exc)
         return Response(
             {"detail": "This change conflicts with the current state; read it again and retry."}, status=409
+        )
+    if isinstance(exc, RecursionError):
+        # JSON nested thousands deep exhausts the parser's (or encoder's) stack: the input's fault.
+        return Response(
+            {"detail": "The request body nests too deeply; flatten it."}, status=status.HTTP_400_BAD_REQUEST
         )
     return exception_handler(exc, context)

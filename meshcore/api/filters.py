@@ -5,7 +5,7 @@ from __future__ import annotations
 import django_filters
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
-from django.db.models.fields.json import KeyTextTransform
+from django.db.models.fields.json import KeyTransform
 from rest_framework.exceptions import ValidationError as ApiValidationError
 
 from meshcore.labels import validate_label_key
@@ -51,7 +51,9 @@ class NodeFilter(django_filters.FilterSet):
             except ValidationError as error:
                 raise ApiValidationError({"label": error.messages}) from None
             alias = f"_label_{len(queryset.query.annotations)}"
-            queryset = queryset.alias(**{alias: KeyTextTransform(key, "labels")}).filter(**{alias: label_value})
+            # KeyTransform compares JSON to JSON on both databases; KeyTextTransform's `exact` would
+            # hand SQLite the raw value as JSON ("malformed JSON").
+            queryset = queryset.alias(**{alias: KeyTransform(key, "labels")}).filter(**{alias: label_value})
         return queryset
 
 

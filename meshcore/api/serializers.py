@@ -42,6 +42,16 @@ def _actor(serializer: serializers.Serializer) -> Any:
     return request.user if request else None
 
 
+class NameRelatedField(serializers.SlugRelatedField):
+    """A related row by its name; a name with a NUL byte, which PostgreSQL cannot even
+    compare, is reported as not found instead of failing the query."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, str) and "\x00" in data:
+            self.fail("does_not_exist", slug_name=self.slug_field, value=data.replace("\x00", "\\x00"))
+        return super().to_internal_value(data)
+
+
 class LabelsField(serializers.DictField):
     child = serializers.CharField(allow_blank=True, max_length=63)
 
@@ -77,7 +87,6 @@ class NodeSerializer(serializers.ModelSerializer):
         read_only_fields = ["draining", "health", "last_seen", "agent_version", "created_at", "updated_at"]
         extra_kwargs = {"name": {"validators": []}}
 
-    @extend_schema_field(OpenApiTypes.STR)
     def get_token_prefix(self, node: Node) -> str | None:
         """First characters of the active agent token, to tell tokens apart (null when revoked)."""
         token = getattr(node, "token", None)
@@ -134,7 +143,7 @@ class ModelSerializer(serializers.ModelSerializer):
 
 
 class RuntimeSerializer(serializers.ModelSerializer):
-    node = serializers.SlugRelatedField(slug_field="name", queryset=Node.objects.all())
+    node = NameRelatedField(slug_field="name", queryset=Node.objects.all())
     version = serializers.IntegerField(required=False, min_value=1, help_text=VERSION_HELP)
 
     class Meta:
@@ -218,13 +227,13 @@ class PolicySerializer(serializers.ModelSerializer):
 
 
 class ApiTokenSerializer(serializers.ModelSerializer):
-    user = serializers.SlugRelatedField(
+    user = NameRelatedField(
         slug_field="username",
         queryset=get_user_model().objects.filter(is_active=True),
         required=False,
         help_text="Owner of the token; defaults to you.",
     )
-    tenant = serializers.SlugRelatedField(
+    tenant = NameRelatedField(
         slug_field="name", queryset=Group.objects.all(), required=False, allow_null=True, help_text="Group name."
     )
     active = serializers.SerializerMethodField()

@@ -21,6 +21,11 @@ IF_MATCH = OpenApiParameter(
 )
 
 
+# Node and policy names are slugs; anything else (a NUL byte included, which PostgreSQL
+# refuses outright) names nothing, so the URL resolver answers 404 before any query.
+NAME_IN_PATH = "[-a-zA-Z0-9_]+"
+
+
 def if_match_version(request: Request) -> int | None:
     value = request.headers.get("If-Match", "").strip().strip('"')
     if not value or value == "*":
@@ -51,7 +56,7 @@ class NodeViewSet(VersionedViewSet):
     serializer_class = serializers.NodeSerializer
     filterset_class = filters.NodeFilter
     lookup_field = "name"
-    lookup_value_regex = "[^/]+"
+    lookup_value_regex = NAME_IN_PATH
     ordering_fields = ["name", "zone", "health", "last_seen", "created_at"]
 
     @extend_schema(responses={201: serializers.NodeWithTokenSerializer})
@@ -128,7 +133,7 @@ class PolicyViewSet(VersionedViewSet):
     serializer_class = serializers.PolicySerializer
     filterset_class = filters.PolicyFilter
     lookup_field = "name"
-    lookup_value_regex = "[^/]+"
+    lookup_value_regex = NAME_IN_PATH
     ordering_fields = ["name", "kind", "priority", "created_at", "updated_at"]
 
     def delete_through_registry(self, policy: Policy, expected_version: int | None) -> None:
@@ -150,6 +155,8 @@ class ApiTokenViewSet(
 
     def get_queryset(self) -> QuerySet[ApiToken]:
         tokens = ApiToken.objects.select_related("user", "tenant")
+        if getattr(self, "swagger_fake_view", False):  # schema generation has no user
+            return tokens.none()
         if self.request.user.is_staff:
             return tokens
         return tokens.filter(user=self.request.user)
