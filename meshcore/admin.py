@@ -1,10 +1,11 @@
 """The Django admin for the mesh.
 
-Desired state (nodes, models, runtimes, policies, API tokens) is edited here, but every
-write goes through `meshcore.registry`, with the signed-in user as the actor, only the
-fields the user changed, and the version the user loaded (a concurrent edit is a
-conflict, shown as a message). Observed state (GPUs, model instances, events, health)
-is view-only. Token values are shown once, when issued, and never stored.
+Desired state (nodes, models, runtimes, policies, API tokens, users and groups) is edited
+here, but every write goes through `meshcore.registry`, outside any transaction, with the
+signed-in user as the actor, only the fields the user changed, and the version the user
+loaded (a concurrent edit is a conflict, shown as a message). Observed state (GPUs, model
+instances, events, health) is view-only. Token values are shown once, when issued, and
+never stored.
 """
 
 from __future__ import annotations
@@ -15,16 +16,18 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.options import IS_POPUP_VAR
-from django.contrib.auth.admin import UserAdmin
+from django.contrib.admin.options import IS_POPUP_VAR, csrf_protect_m
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.db import models as db_models
-from django.db import transaction
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html
+from django.views.decorators.debug import sensitive_post_parameters
 
 from meshcore import registry
 from meshcore.labels import validate_labels
@@ -95,6 +98,9 @@ def _flatten_errors(detail: Any, path: str = "") -> Iterator[tuple[str, str]]:
 
 # ---- shared behaviour ---------------------------------------------------------------
 
+# Where a deletion waits to be logged until the registry has made it (see RegistryWritesAdmin).
+PENDING_DELETIONS = "_meshcore_pending_deletions"
+
 # Rows that go with a deleted node or runtime; the registry removes them, so the admin's
 # own "no delete permission" on these view-only models must not block that.
 OBSERVED_MODELS = (Gpu, ModelInstance)
@@ -108,16 +114,24 @@ def copy_saved(obj: db_models.Model, saved: db_models.Model) -> None:
     obj._state.db = saved._state.db
 
 
-class RegistryErrorsAsMessages(admin.ModelAdmin):
-    """A change the registry refuses (conflict, invalid, unavailable) is a message on the page, never a 500.
+class RegistryWritesAdmin(admin.ModelAdmin):
+    """An admin whose writes go through `meshcore.registry`.
 
-    The admin's transaction around the view has rolled back by then; the user's input is not kept.
+    - No transaction around the views: a registry write waits for the Raft commit, and the
+      projection it waits for is written by another thread (a transaction held here would
+      hide it or block it). Each registry call is all or nothing on its own.
+    - A change the registry refuses (conflict, invalid, unavailable) is a message on the page,
+      never a 500; nothing of it was applied.
+    - Deletions are logged in the admin's history once the registry has made them.
+
+    Subclasses implement `delete_through_registry` with the registry calls.
     """
 
     def refused(self, request: HttpRequest, error: RegistryError) -> HttpResponse:
         self.message_user(request, f"The registry refused this change: {error.message}", messages.ERROR)
         return HttpResponseRedirect(request.get_full_path())
 
+    @csrf_protect_m
     def changeform_view(
         self,
         request: HttpRequest,
@@ -126,13 +140,14 @@ class RegistryErrorsAsMessages(admin.ModelAdmin):
         extra_context: dict | None = None,
     ) -> HttpResponse:
         try:
-            return super().changeform_view(request, object_id, form_url, extra_context)
+            return self._changeform_view(request, object_id, form_url, extra_context)
         except RegistryError as error:
             return self.refused(request, error)
 
+    @csrf_protect_m
     def delete_view(self, request: HttpRequest, object_id: str, extra_context: dict | None = None) -> HttpResponse:
         try:
-            return super().delete_view(request, object_id, extra_context)
+            return self._delete_view(request, object_id, extra_context)
         except RegistryError as error:
             return self.refused(request, error)
 
@@ -142,11 +157,37 @@ class RegistryErrorsAsMessages(admin.ModelAdmin):
         except RegistryError as error:
             return self.refused(request, error)
 
+    # -- deletions
 
-class RegistryAdmin(RegistryErrorsAsMessages):
-    """Admin for desired state: writes go through `meshcore.registry`; its errors become messages.
+    def delete_through_registry(self, request: HttpRequest, objs: list[Any]) -> None:
+        """Delete `objs` in one registry change: all of them, or (one refused) none."""
+        raise NotImplementedError
 
-    Subclasses implement `create`, `update` and `remove` with the registry calls.
+    def log_deletions(self, request: HttpRequest, queryset: Any) -> list:
+        # Django logs before deleting, counting on its transaction to undo the entry if the
+        # deletion fails; with none held, the entry is written once the registry has deleted.
+        setattr(request, PENDING_DELETIONS, list(queryset))
+        return []
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        self.delete_through_registry(request, [obj])
+        self._log_deleted(request)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self.delete_through_registry(request, list(queryset))
+        self._log_deleted(request)
+
+    def _log_deleted(self, request: HttpRequest) -> None:
+        deleted = getattr(request, PENDING_DELETIONS, [])
+        if deleted:
+            super().log_deletions(request, deleted)
+            delattr(request, PENDING_DELETIONS)
+
+
+class RegistryAdmin(RegistryWritesAdmin):
+    """Admin for versioned desired state: only the changed fields are sent, with the version loaded.
+
+    Subclasses implement `create`, `update` and `delete_through_registry` with the registry calls.
     """
 
     def create(self, request: HttpRequest, obj: Any, data: dict[str, Any]) -> db_models.Model:
@@ -155,9 +196,6 @@ class RegistryAdmin(RegistryErrorsAsMessages):
     def update(
         self, request: HttpRequest, obj: Any, form: forms.ModelForm, changes: dict[str, Any], version: int | None
     ) -> db_models.Model:
-        raise NotImplementedError
-
-    def remove(self, request: HttpRequest, obj: Any) -> None:
         raise NotImplementedError
 
     # -- the version the user loaded travels with the change form
@@ -196,15 +234,6 @@ class RegistryAdmin(RegistryErrorsAsMessages):
         else:
             saved = self.create(request, obj, form.cleaned_data)
         copy_saved(obj, saved)
-
-    def delete_model(self, request: HttpRequest, obj: Any) -> None:
-        self.remove(request, obj)
-
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
-        # All or nothing: a refused deletion leaves the others in place too.
-        with transaction.atomic():
-            for obj in queryset:
-                self.remove(request, obj)
 
     def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple:
         deleted, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
@@ -337,8 +366,8 @@ class NodeAdmin(RegistryAdmin):
     ) -> Node:
         return registry.update_node(actor=request.user, name=obj.name, changes=changes, expected_version=version)
 
-    def remove(self, request: HttpRequest, obj: Node) -> None:
-        registry.delete_node(actor=request.user, name=obj.name)
+    def delete_through_registry(self, request: HttpRequest, objs: list[Node]) -> None:
+        registry.delete_nodes(actor=request.user, names=[node.name for node in objs])
 
     def show_node_token(self, request: HttpRequest, node: Node, token: str) -> None:
         self.message_user(
@@ -462,8 +491,8 @@ class CatalogModelAdmin(RegistryAdmin):
     ) -> Model:
         return registry.update_model(actor=request.user, model_id=obj.pk, changes=changes, expected_version=version)
 
-    def remove(self, request: HttpRequest, obj: Model) -> None:
-        registry.delete_model(actor=request.user, model_id=obj.pk)
+    def delete_through_registry(self, request: HttpRequest, objs: list[Model]) -> None:
+        registry.delete_models(actor=request.user, model_ids=[model.pk for model in objs])
 
 
 @admin.register(Runtime)
@@ -501,8 +530,8 @@ class RuntimeAdmin(RegistryAdmin):
     ) -> Runtime:
         return registry.update_runtime(actor=request.user, runtime_id=obj.pk, changes=changes, expected_version=version)
 
-    def remove(self, request: HttpRequest, obj: Runtime) -> None:
-        registry.delete_runtime(actor=request.user, runtime_id=obj.pk)
+    def delete_through_registry(self, request: HttpRequest, objs: list[Runtime]) -> None:
+        registry.delete_runtimes(actor=request.user, runtime_ids=[runtime.pk for runtime in objs])
 
 
 @admin.register(ModelInstance)
@@ -577,8 +606,8 @@ class PolicyAdmin(RegistryAdmin):
             actor=request.user, name=form.initial["name"], changes=changes, expected_version=version
         )
 
-    def remove(self, request: HttpRequest, obj: Policy) -> None:
-        registry.delete_policy(actor=request.user, name=obj.name)
+    def delete_through_registry(self, request: HttpRequest, objs: list[Policy]) -> None:
+        registry.delete_policies(actor=request.user, names=[policy.name for policy in objs])
 
     def _set_enabled(self, request: HttpRequest, queryset: QuerySet, enabled: bool) -> int:
         done = 0
@@ -636,7 +665,7 @@ class TokenStatusFilter(admin.SimpleListFilter):
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(RegistryErrorsAsMessages):
+class ApiTokenAdmin(RegistryWritesAdmin):
     """Issued here and shown once; afterwards read-only, except that it can be revoked ("delete" revokes)."""
 
     form = ApiTokenForm
@@ -699,13 +728,8 @@ class ApiTokenAdmin(RegistryErrorsAsMessages):
             messages.SUCCESS,
         )
 
-    def delete_model(self, request: HttpRequest, obj: ApiToken) -> None:
-        registry.revoke_api_token(actor=request.user, token_id=obj.pk)
-
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
-        with transaction.atomic():
-            for token_id in queryset.values_list("pk", flat=True):
-                registry.revoke_api_token(actor=request.user, token_id=token_id)
+    def delete_through_registry(self, request: HttpRequest, objs: list[ApiToken]) -> None:
+        registry.revoke_api_tokens(actor=request.user, token_ids=[token.pk for token in objs])
 
     def response_delete(self, request: HttpRequest, obj_display: str, obj_id: Any) -> HttpResponse:
         if IS_POPUP_VAR in request.POST:
@@ -746,5 +770,75 @@ class EventAdmin(ObservedAdmin):
         return text if len(text) <= 100 else text[:99] + "…"
 
 
-# Users are Django's own (as meshcore.User, so that identity can be replicated).
-admin.site.register(User, UserAdmin)
+# ---- users and groups ---------------------------------------------------------------
+
+# Identity is replicated too: Django's own GroupAdmin would write groups directly.
+admin.site.unregister(Group)
+
+
+@admin.register(User)
+class MeshUserAdmin(RegistryWritesAdmin, UserAdmin):
+    """Django's user admin (meshcore.User, so that identity can be replicated), writing through the registry.
+
+    Permissions are granted through groups; per-user permissions are not edited here.
+    """
+
+    fieldsets = (
+        (None, {"fields": ("username", "password")}),
+        ("Personal info", {"fields": ("first_name", "last_name", "email")}),
+        ("Permissions", {"fields": ("is_active", "is_staff", "is_superuser", "groups")}),
+        ("Important dates", {"fields": ("last_login", "date_joined")}),
+    )
+    filter_horizontal = ("groups",)
+    # Written by each replica when the user signs in there; never replicated, so not editable.
+    readonly_fields = ("last_login",)
+
+    @method_decorator(sensitive_post_parameters())
+    @csrf_protect_m
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict | None = None) -> HttpResponse:
+        # UserAdmin.add_view wraps this in a transaction; registry writes must not run inside one.
+        return self._add_view(request, form_url, extra_context)
+
+    def user_change_password(self, request: HttpRequest, id: str, form_url: str = "") -> HttpResponse:
+        # The password form saves with `user.save()`, which the registry attributes to the signed-in user.
+        try:
+            with registry.acting_as(request.user):
+                return super().user_change_password(request, id, form_url)
+        except RegistryError as error:
+            return self.refused(request, error)
+
+    def save_model(self, request: HttpRequest, obj: User, form: forms.ModelForm, change: bool) -> None:
+        if change:
+            # Only what the user changed: the form rounds some values (date_joined loses its microseconds).
+            stored = User.objects.get(pk=obj.pk)
+            for field in User._meta.concrete_fields:
+                if field.name in form.fields and field.name not in form.changed_data:
+                    setattr(obj, field.attname, getattr(stored, field.attname))
+        registry.save_user(actor=request.user, user=obj)
+        copy_saved(obj, User.objects.get(pk=obj.pk))
+
+    def save_related(self, request: HttpRequest, form: forms.ModelForm, formsets: Any, change: bool) -> None:
+        # Memberships are replicated: the groups chosen go through the registry, not the form's m2m save.
+        if "groups" in form.cleaned_data:
+            registry.set_user_groups(actor=request.user, user=form.instance, groups=form.cleaned_data["groups"])
+
+    def delete_through_registry(self, request: HttpRequest, objs: list[User]) -> None:
+        registry.delete_users(actor=request.user, users=objs)
+        if any(user.pk == request.user.pk for user in objs):
+            setattr(request, PENDING_DELETIONS, [])  # the admin's history went with the account that wrote it
+
+
+@admin.register(Group)
+class MeshGroupAdmin(RegistryWritesAdmin, GroupAdmin):
+    """Groups (tenants) and their permissions, written through the registry."""
+
+    def save_model(self, request: HttpRequest, obj: Group, form: forms.ModelForm, change: bool) -> None:
+        permissions = [f"{p.content_type.app_label}.{p.codename}" for p in form.cleaned_data["permissions"]]
+        registry.save_group(actor=request.user, group=obj, permissions=permissions)
+        copy_saved(obj, Group.objects.get(pk=obj.pk))
+
+    def save_related(self, request: HttpRequest, form: forms.ModelForm, formsets: Any, change: bool) -> None:
+        """Nothing: the permissions went with the group in `save_model`."""
+
+    def delete_through_registry(self, request: HttpRequest, objs: list[Group]) -> None:
+        registry.delete_groups(actor=request.user, groups=objs)

@@ -6,6 +6,9 @@ class MeshcoreConfig(AppConfig):
     verbose_name = "Mesh"
 
     def ready(self) -> None:
-        # Registers system checks and the OpenAPI extension; nothing starts here (see `serve`).
+        # Registers checks, the OpenAPI extension and write guards; nothing starts here (see `serve`).
         from meshcore import checks  # noqa: F401
         from meshcore.api import schema  # noqa: F401
+        from meshcore.replication import guards
+
+        guards.connect()

@@ -46,3 +46,32 @@ def publish_event(event: Event) -> None:
         async_to_sync(layer.group_send)(EVENTS_GROUP, event_message(event))
     except Exception:
         logger.warning("could not publish event %s %s to the channel layer", event.pk, event.type, exc_info=True)
+
+
+def record_batch_events(batch: dict[str, Any], result: dict[str, Any]) -> list[Event]:
+    """Store the events a committed batch carries (in the projection's transaction).
+
+    A value `{"$ref": i}` in an event's data is the id that operation i of the batch created.
+    """
+    events = []
+    actor = batch.get("actor") or "system"
+    created_ids = result.get("created_ids", [])
+
+    def resolve(value: Any) -> Any:
+        if isinstance(value, dict) and set(value) == {"$ref"}:
+            return created_ids[value["$ref"]]
+        return value
+
+    for spec in batch.get("events", []):
+        node_name = spec.get("node") or ""
+        node = Node.objects.filter(name=node_name).first() if node_name else None
+        events.append(
+            Event.objects.create(
+                type=spec["type"],
+                node=node,
+                node_name=node_name,
+                actor=actor,
+                data={**{key: resolve(value) for key, value in spec.get("data", {}).items()}, "seq": result["seq"]},
+            )
+        )
+    return events

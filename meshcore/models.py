@@ -8,18 +8,105 @@ by telemetry ingest and are read-only everywhere else.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractUser, Group
+from django.contrib.auth.models import AbstractUser, Group, UserManager
 from django.db import models
 from django.utils import timezone
 
+from meshcore.replication.projection import require_projecting
 
-class User(AbstractUser):
+
+class ReplicatedQuerySet(models.QuerySet):
+    """Bulk writes to a replicated table fail unless they come from the apply path.
+
+    Updates that touch only the model's observed fields (reported by agents, never replicated)
+    are allowed anywhere.
+    """
+
+    def update(self, **kwargs: Any) -> int:
+        if not set(kwargs) <= set(getattr(self.model, "OBSERVED_FIELDS", ())):
+            require_projecting(self.model, "QuerySet.update()")
+        return super().update(**kwargs)
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        require_projecting(self.model, "QuerySet.delete()")
+        return super().delete()
+
+    def bulk_create(self, *args: Any, **kwargs: Any) -> list:
+        require_projecting(self.model, "bulk_create()")
+        return super().bulk_create(*args, **kwargs)
+
+    def bulk_update(self, objs: Any, fields: Any, *args: Any, **kwargs: Any) -> int:
+        if not set(fields) <= set(getattr(self.model, "OBSERVED_FIELDS", ())):
+            require_projecting(self.model, "bulk_update()")
+        return super().bulk_update(objs, fields, *args, **kwargs)
+
+
+class ReplicatedModel(models.Model):
+    """A desired-state table: rows change only when the Raft log's committed entries are applied."""
+
+    OBSERVED_FIELDS: tuple[str, ...] = ()
+
+    objects = ReplicatedQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        update_fields = kwargs.get("update_fields")
+        if update_fields is None or not set(update_fields) <= set(self.OBSERVED_FIELDS):
+            require_projecting(self, "save()")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        require_projecting(self, "delete()")
+        return super().delete(*args, **kwargs)
+
+
+class ReplicatedUserManager(UserManager.from_queryset(ReplicatedQuerySet)):
+    pass
+
+
+class User(ReplicatedModel, AbstractUser):
     """The mesh's user: Django's own, as a model of this app so identity can be replicated."""
+
+    # Login time is per replica (written on login); everything else comes from the log.
+    OBSERVED_FIELDS = ("last_login",)
+
+    objects = ReplicatedUserManager()
 
     class Meta(AbstractUser.Meta):
         swappable = "AUTH_USER_MODEL"
+
+    def __str__(self) -> str:
+        return self.get_username()
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """Django's own flows (createsuperuser, password changes, auth forms) save users directly:
+        outside the apply path that save becomes a registry write, committed on a quorum."""
+        from meshcore.replication.projection import is_projecting
+
+        update_fields = kwargs.get("update_fields")
+        if is_projecting() or (update_fields is not None and set(update_fields) <= set(self.OBSERVED_FIELDS)):
+            models.Model.save(self, *args, **kwargs)
+            return
+        from meshcore import registry
+
+        registry.save_user(actor=None, user=self)
+        self._state.adding = False
+        self._state.db = "default"
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        from meshcore.replication.projection import is_projecting
+
+        if is_projecting():
+            return models.Model.delete(self, *args, **kwargs)
+        from meshcore import registry
+
+        registry.delete_user(actor=None, user=self)
+        return 1, {self._meta.label: 1}
 
 
 class Health(models.TextChoices):
@@ -34,7 +121,9 @@ class NodeRole(models.TextChoices):
     ROUTER = "router", "Router"
 
 
-class Node(models.Model):
+class Node(ReplicatedModel):
+    OBSERVED_FIELDS = ("health", "last_seen", "agent_version")
+
     name = models.SlugField(max_length=63, unique=True)
     address = models.CharField(max_length=255, help_text="Host name or IP address the mesh reaches the node at.")
     roles = models.JSONField(default=list, blank=True, help_text="Any of: gpu, control, router.")
@@ -57,7 +146,7 @@ class Node(models.Model):
         return self.name
 
 
-class NodeToken(models.Model):
+class NodeToken(ReplicatedModel):
     """The secret a node's agent presents; only its SHA-256 is kept."""
 
     node = models.OneToOneField(Node, on_delete=models.CASCADE, related_name="token")
@@ -94,7 +183,7 @@ class Gpu(models.Model):
         return f"{self.node.name}/gpu{self.index} {self.name}"
 
 
-class Model(models.Model):
+class Model(ReplicatedModel):
     """A model in the catalog, as Triton names it, at one revision."""
 
     name = models.CharField(max_length=128)
@@ -114,8 +203,10 @@ class Model(models.Model):
         return f"{self.name}:{self.revision}"
 
 
-class Runtime(models.Model):
+class Runtime(ReplicatedModel):
     """A Triton endpoint on a node."""
+
+    OBSERVED_FIELDS = ("health", "last_seen")
 
     node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="runtimes")
     name = models.SlugField(max_length=63, default="triton")
@@ -176,7 +267,7 @@ class PolicyKind(models.TextChoices):
     LOAD_BALANCING = "load_balancing"
 
 
-class Policy(models.Model):
+class Policy(ReplicatedModel):
     name = models.SlugField(max_length=100, unique=True)
     kind = models.CharField(max_length=32, choices=PolicyKind.choices, db_index=True)
     spec = models.JSONField(default=dict)
@@ -198,7 +289,7 @@ class Policy(models.Model):
         return f"{self.name} ({self.kind})"
 
 
-class ApiToken(models.Model):
+class ApiToken(ReplicatedModel):
     """A bearer token for the API and the proxy; only its SHA-256 is kept."""
 
     name = models.CharField(max_length=100)
@@ -248,7 +339,23 @@ class EventType(models.TextChoices):
     POLICY_DELETED = "POLICY_DELETED"
     TOKEN_ISSUED = "TOKEN_ISSUED"
     TOKEN_REVOKED = "TOKEN_REVOKED"
+    USER_CREATED = "USER_CREATED"
+    USER_UPDATED = "USER_UPDATED"
+    USER_DELETED = "USER_DELETED"
+    GROUP_CREATED = "GROUP_CREATED"
+    GROUP_UPDATED = "GROUP_UPDATED"
+    GROUP_DELETED = "GROUP_DELETED"
     LEADER_CHANGED = "LEADER_CHANGED"
+
+
+class ProjectionState(models.Model):
+    """How far this replica's database has applied the log (one row; not replicated)."""
+
+    applied_seq = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"applied up to {self.applied_seq}"
 
 
 class Event(models.Model):

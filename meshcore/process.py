@@ -27,7 +27,14 @@ class MeshProcess:
 
     @classmethod
     def from_settings(cls) -> MeshProcess:
-        return cls(parts=[])
+        from django.conf import settings
+
+        parts: list[BackgroundPart] = []
+        if settings.MESH_REPLICATION == "raft":
+            from meshcore.replication.service import ControlServer, ReplicaPart, control_socket_path
+
+            parts += [ReplicaPart(), ControlServer(control_socket_path())]
+        return cls(parts=parts)
 
     def describe(self) -> str:
         if not self.parts:

@@ -13,8 +13,17 @@ from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
 from meshcore import registry
+from meshcore.replication.service import local_log
 
 PASSWORD = "correct-horse-battery-staple"
+
+
+@pytest.fixture(autouse=True)
+def fresh_local_log():
+    """Each test's database is rolled back afterwards; the in-process log must forget it too."""
+    local_log().reset()
+    yield
+    local_log().reset()
 
 
 @pytest.fixture

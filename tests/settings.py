@@ -5,6 +5,8 @@ import tempfile
 
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-0123456789abcdefghijklmnop")
 os.environ.setdefault("MESH_DATA_DIR", tempfile.mkdtemp(prefix="infermesh-test-"))
+# In-process tests apply the log synchronously in their own transaction; tests/replication run real replicas.
+os.environ.setdefault("MESH_REPLICATION", "local")
 
 from infermesh_site.settings import *  # noqa: F403
 

@@ -1,6 +1,8 @@
+from django.urls import path
 from rest_framework.routers import DefaultRouter
 
 from meshcore.api import views
+from meshcore.api.cluster import ClusterView
 
 router = DefaultRouter(trailing_slash=True)
 router.register("nodes", views.NodeViewSet, basename="node")
@@ -12,4 +14,4 @@ router.register("gpus", views.GpuViewSet, basename="gpu")
 router.register("instances", views.ModelInstanceViewSet, basename="instance")
 router.register("events", views.EventViewSet, basename="event")
 
-urlpatterns = router.urls
+urlpatterns = [path("cluster/", ClusterView.as_view(), name="cluster"), *router.urls]

@@ -1,10 +1,11 @@
-"""Helpers shared by the REST API tests: making mesh objects through the registry and
+"""Helpers shared by the API and admin tests: making mesh objects through the registry and
 reading back the events a request caused."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth.models import Group
 from django.db.models import Max
 
 from meshcore import registry
@@ -39,6 +40,17 @@ def make_policy(name: str, kind: str = "quota", spec: dict | None = None, **kwar
     return registry.create_policy(actor="setup", name=name, kind=kind, spec=spec or VALID_SPECS[kind], **kwargs)
 
 
+def make_group(name: str) -> Group:
+    """A group (a tenant); groups are replicated, so they too are made through the registry."""
+    return registry.save_group(actor="setup", group=Group(name=name))
+
+
+def commit_ops(*ops: dict[str, Any]) -> None:
+    """Commit raw operations through the registry's log, for states no registry call makes
+    (a token whose expiry has passed) or undoes (a token deleted rather than revoked)."""
+    registry._commit("setup", list(ops), [])
+
+
 def make_gpu(node: Node, index: int = 0, **kwargs: Any) -> Gpu:
     kwargs.setdefault("name", "NVIDIA H100 80GB HBM3")
     return Gpu.objects.create(node=node, index=index, uuid=f"GPU-{node.name}-{index}", **kwargs)
@@ -55,3 +67,11 @@ def last_event_id() -> int:
 def events_since(event_id: int) -> list[tuple[str, str]]:
     """(type, actor) of each event recorded after `event_id`, oldest first."""
     return list(Event.objects.filter(id__gt=event_id).order_by("id").values_list("type", "actor"))
+
+
+def data_of(event: Event) -> dict[str, Any]:
+    """An event's data without the log position (`seq`) every replicated change carries."""
+    data = dict(event.data)
+    seq = data.pop("seq")
+    assert isinstance(seq, int) and seq > 0, event.data
+    return data

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 
-from django.contrib.admin.models import ADDITION, LogEntry
+from django.contrib.admin.models import ADDITION, DELETION, LogEntry
 from django.urls import reverse
 
 from meshcore import registry
 from meshcore.models import Event, EventType, Gpu, Node, NodeToken
 from meshcore.tokens import token_digest
 from tests.meshcore.admin_support import NODE_TOKEN, browser_for, loaded_form, messages_of
+from tests.meshcore.api_support import data_of, events_since, last_event_id
 
 ADD_URL = reverse("admin:meshcore_node_add")
 
@@ -65,6 +66,8 @@ def test_it_saves_roles_from_checkboxes_and_labels_from_json(operator):
 
 
 def test_it_shows_label_errors_and_registers_nothing(operator):
+    before = last_event_id()
+
     response = browser_for(operator).post(
         ADD_URL, {"name": "gpu-d", "address": "10.0.0.14", "labels": json.dumps({"bad key!": "x"})}
     )
@@ -73,7 +76,7 @@ def test_it_shows_label_errors_and_registers_nothing(operator):
     errors = response.context["adminform"].form.errors
     assert "Invalid label key 'bad key!'" in errors["labels"][0]
     assert not Node.objects.filter(name="gpu-d").exists()
-    assert not Event.objects.exists()
+    assert events_since(before) == []
 
 
 def test_it_refuses_an_unknown_role(operator):
@@ -107,7 +110,7 @@ def test_it_edits_a_node_passing_only_the_changed_fields(operator, registered_no
     node = Node.objects.get(pk=registered_node.pk)
     assert (node.address, node.version, node.zone, node.labels) == ("10.0.0.99", 2, "eu-1", {"gpu-type": "h100"})
     updated = Event.objects.get(type=EventType.NODE_UPDATED)
-    assert (updated.data, updated.actor) == ({"changed": ["address"]}, "olivia")
+    assert (data_of(updated), updated.actor) == ({"changed": ["address"]}, "olivia")
 
 
 def test_it_refuses_a_stale_edit_and_keeps_the_newer_one(operator, registered_node):
@@ -149,7 +152,8 @@ def test_it_deletes_a_node_and_its_gpus_through_the_registry(operator, registere
     assert not Node.objects.filter(name="gpu-a").exists()
     assert not Gpu.objects.exists()
     left = Event.objects.get(type=EventType.NODE_LEFT)
-    assert (left.data, left.actor) == ({"node": "gpu-a"}, "olivia")
+    assert (data_of(left), left.actor) == ({"node": "gpu-a"}, "olivia")
+    assert LogEntry.objects.get(action_flag=DELETION).object_repr == "gpu-a"
 
 
 def test_it_deletes_selected_nodes_through_the_registry(operator, registered_node):
@@ -163,3 +167,5 @@ def test_it_deletes_selected_nodes_through_the_registry(operator, registered_nod
 
     assert not Node.objects.exists()
     assert sorted(e.data["node"] for e in Event.objects.filter(type=EventType.NODE_LEFT)) == ["gpu-a", "gpu-b"]
+    logged = LogEntry.objects.filter(action_flag=DELETION).values_list("object_repr", flat=True)
+    assert sorted(logged) == ["gpu-a", "gpu-b"]

@@ -9,6 +9,7 @@ from django.urls import reverse
 from meshcore import registry
 from meshcore.models import Event, EventType, Policy
 from tests.meshcore.admin_support import action, browser_for, loaded_form, messages_of
+from tests.meshcore.api_support import events_since, last_event_id
 
 ADD_URL = reverse("admin:meshcore_policy_add")
 LIST_URL = reverse("admin:meshcore_policy_changelist")
@@ -31,12 +32,14 @@ def spec_errors(response) -> list[str]:
 
 
 def test_it_names_the_bad_field_of_a_spec_and_saves_nothing(operator):
+    before = last_event_id()
+
     response = browser_for(operator).post(ADD_URL, new_policy(spec={**PIN_SPEC, "min_replicas": -1}))
 
     assert spec_errors(response) == ["min_replicas: Ensure this value is greater than or equal to 0."]
     assert "min_replicas: Ensure this value is greater than or equal to 0." in response.text
     assert not Policy.objects.exists()
-    assert not Event.objects.exists()
+    assert events_since(before) == []
 
 
 def test_it_names_a_misspelt_field(operator):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from django.contrib.admin.models import LogEntry
+from django.contrib.admin.models import DELETION, LogEntry
 from django.urls import reverse
 
 from meshcore import registry
 from meshcore.models import Event, EventType, Node, Policy
+from meshcore.replication.service import local_log
 from tests.meshcore.admin_support import browser_for, loaded_form, messages_of
 
 PIN_SPEC = {"model": "resnet50", "nodes": ["gpu-a"]}
@@ -47,7 +48,7 @@ def test_it_shows_an_unavailable_registry_on_add_and_keeps_nothing(operator, mon
 
 
 def test_it_shows_a_refused_deletion(operator, registered_node, monkeypatch):
-    monkeypatch.setattr(registry, "delete_node", unavailable)
+    monkeypatch.setattr(registry, "delete_nodes", unavailable)
 
     response = browser_for(operator).post(
         reverse("admin:meshcore_node_delete", args=[registered_node.pk]), {"post": "yes"}, follow=True
@@ -56,19 +57,22 @@ def test_it_shows_a_refused_deletion(operator, registered_node, monkeypatch):
     assert response.status_code == 200
     assert any("no quorum" in message for message in messages_of(response))
     assert Node.objects.filter(pk=registered_node.pk).exists()
+    assert not LogEntry.objects.filter(action_flag=DELETION).exists()  # the history says nothing was deleted
 
 
 def test_it_deletes_all_selected_or_none(operator, monkeypatch):
     first = registry.create_policy(actor=operator, name="a-first", kind="pin", spec=PIN_SPEC)
     second = registry.create_policy(actor=operator, name="b-second", kind="pin", spec=PIN_SPEC)
-    real = registry.delete_policy
+    log = local_log()
+    real_propose = log.propose
 
-    def refuse_second(*, name: str, **kwargs):
-        if name == "b-second":
-            raise registry.Conflict("Policy 'b-second' changed since you read it.")
-        return real(name=name, **kwargs)
+    def someone_else_deletes_the_second_first(batch, timeout=None):
+        # The operator's selection is read; before its change commits, another writer's does.
+        monkeypatch.setattr(log, "propose", real_propose)
+        registry.delete_policy(actor="someone-else", name="b-second")
+        return real_propose(batch, timeout)
 
-    monkeypatch.setattr(registry, "delete_policy", refuse_second)
+    monkeypatch.setattr(log, "propose", someone_else_deletes_the_second_first)
 
     response = browser_for(operator).post(
         reverse("admin:meshcore_policy_changelist"),
@@ -77,6 +81,7 @@ def test_it_deletes_all_selected_or_none(operator, monkeypatch):
     )
 
     assert response.status_code == 200
-    assert any("b-second" in message for message in messages_of(response))
-    assert Policy.objects.count() == 2
-    assert not Event.objects.filter(type=EventType.POLICY_DELETED).exists()
+    assert any("No policy with name='b-second'" in message for message in messages_of(response))
+    assert list(Policy.objects.values_list("name", flat=True)) == ["a-first"]
+    assert list(Event.objects.filter(type=EventType.POLICY_DELETED).values_list("actor", flat=True)) == ["someone-else"]
+    assert not LogEntry.objects.filter(action_flag=DELETION).exists()

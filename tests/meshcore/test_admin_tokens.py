@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Group
 from django.urls import reverse
 from django.utils import timezone
 from rest_framework.exceptions import AuthenticationFailed
@@ -17,6 +16,7 @@ from meshcore.api.authentication import BearerTokenAuthentication
 from meshcore.models import ApiToken, Event, EventType
 from meshcore.tokens import token_digest
 from tests.meshcore.admin_support import API_TOKEN, action, browser_for, messages_of
+from tests.meshcore.api_support import make_group
 
 ADD_URL = reverse("admin:meshcore_apitoken_add")
 LIST_URL = reverse("admin:meshcore_apitoken_changelist")
@@ -34,7 +34,7 @@ def issued(operator):
 
 
 def test_it_issues_a_token_and_shows_it_once(operator, viewer):
-    tenant = Group.objects.create(name="team-vision")
+    tenant = make_group("team-vision")
     browser = browser_for(operator)
 
     response = browser.post(ADD_URL, {"name": "vision-app", "user": viewer.pk, "tenant": tenant.pk}, follow=True)

@@ -31,7 +31,8 @@ def fleet(db):
     make_node("gpu-a", roles=["gpu"], zone="eu-1", labels={"gpu-type": "h100", "example.com/rack": "r1"})
     make_node("gpu-b", roles=["gpu", "router"], zone="eu-2", labels={"gpu-type": "a100", "example.com/rack": "r1"})
     make_node("ctl-a", roles=["control"], zone="eu-1", labels={})
-    Node.objects.filter(name="gpu-b").update(health="healthy", draining=True)
+    Node.objects.filter(name="gpu-b").update(health="healthy")  # observed: reported by the agent
+    registry.set_node_draining(actor="setup", name="gpu-b", draining=True)
 
 
 @pytest.mark.parametrize(
@@ -121,11 +122,14 @@ def test_it_filters_events_by_type_node_and_time(operator_client, fleet):
     registry.set_node_draining(actor="setup", name="gpu-a", draining=True)
     since = (timezone.now() - timedelta(days=1)).isoformat()
 
-    assert names(operator_client.get(f"{API}/events/?type=NODE_DRAINING"), "node") == ["gpu-a"]
+    assert names(operator_client.get(f"{API}/events/?type=NODE_DRAINING"), "node") == ["gpu-a", "gpu-b"]
     assert names(operator_client.get(f"{API}/events/?node=gpu-a"), "type") == ["NODE_DRAINING", "NODE_JOINED"]
+    # Joined and drained (gpu-a, gpu-b) and the operator's account created (no node); not ctl-a's.
     assert sorted(names(operator_client.get(f"{API}/events/", {"since": since}), "node")) == [
+        "",
         "gpu-a",
         "gpu-a",
+        "gpu-b",
         "gpu-b",
     ]
     both = operator_client.get(f"{API}/events/?type=NODE_DRAINING&type=NODE_JOINED&node=gpu-a")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from meshcore.models import Event, EventType, Model
-from tests.meshcore.api_support import API, events_since, last_event_id, make_model
+from tests.meshcore.api_support import API, data_of, events_since, last_event_id, make_model
 
 RESNET = {"name": "resnet50", "platform": "onnxruntime", "config": {"max_batch_size": 8}, "description": "Vision"}
 
@@ -132,4 +132,4 @@ def test_it_deletes_a_model(operator_client):
     assert response.status_code == 204
     assert not Model.objects.exists()
     assert events_since(before) == [(EventType.MODEL_DELETED, "olivia")]
-    assert Event.objects.get(type=EventType.MODEL_DELETED).data == {"model": "resnet50", "revision": "1"}
+    assert data_of(Event.objects.get(type=EventType.MODEL_DELETED)) == {"model": "resnet50", "revision": "1"}

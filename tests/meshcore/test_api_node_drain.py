@@ -76,9 +76,11 @@ def test_it_refuses_to_drain_with_a_stale_if_match(operator_client, registered_n
 
 
 def test_it_answers_404_for_an_unknown_node(operator_client):
+    before = last_event_id()
+
     assert operator_client.post(f"{API}/nodes/nope/drain/").status_code == 404
     assert operator_client.post(f"{API}/nodes/nope/undrain/").status_code == 404
-    assert not Event.objects.exists()
+    assert events_since(before) == []
 
 
 def test_it_refuses_viewers_and_strangers(viewer_client, stranger_client, registered_node):

@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 
 from meshcore import registry
 from meshcore.models import Event, Node
-from tests.meshcore.api_support import API, make_gpu, make_instance, make_model, make_node, make_runtime
+from tests.meshcore.api_support import API, make_gpu, make_group, make_instance, make_model, make_node, make_runtime
 
 
 def add_nodes(start: int, count: int) -> None:
@@ -34,7 +34,7 @@ def add_policies(start: int, count: int) -> None:
 
 
 def add_tokens(start: int, count: int) -> None:
-    tenant, _ = Group.objects.get_or_create(name="team-a")
+    tenant = Group.objects.filter(name="team-a").first() or make_group("team-a")
     for index in range(start, start + count):
         user = get_user_model().objects.create_user(f"user-{index:02}")
         registry.issue_api_token(actor="setup", user=user, name="ci", tenant=tenant)

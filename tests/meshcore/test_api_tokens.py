@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from meshcore import registry
 from meshcore.models import ApiToken, EventType
 from meshcore.tokens import token_digest
-from tests.meshcore.api_support import API, events_since, last_event_id
+from tests.meshcore.api_support import API, events_since, last_event_id, make_group
 
 
 def test_it_issues_a_token_and_shows_it_once(operator_client, operator):
@@ -50,7 +49,7 @@ def test_it_stores_only_the_sha256_digest(operator_client):
 
 
 def test_it_issues_a_token_for_another_user_with_a_tenant_and_expiry(operator_client, viewer):
-    Group.objects.create(name="team-a")
+    make_group("team-a")
     expires = timezone.now() + timedelta(days=30)
 
     response = operator_client.post(

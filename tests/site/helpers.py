@@ -30,6 +30,8 @@ def clean_env(data_dir: Path, **overrides: str) -> dict[str, str]:
     )
     env = {key: value for key, value in os.environ.items() if not key.startswith(prefixes)}
     env.update({"DJANGO_SETTINGS_MODULE": "infermesh_site.settings", "MESH_DATA_DIR": str(data_dir)})
+    # Each process gets its own Raft port, so tests never collide with each other or a running mesh.
+    env["MESH_RAFT_ADDRESS"] = f"127.0.0.1:{free_port()}"
     env.update(overrides)
     return env
 

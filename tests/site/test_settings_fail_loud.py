@@ -65,3 +65,11 @@ def test_it_defaults_to_sqlite_in_wal_mode(data_dir):
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1].split() == ["sqlite", "wal"]
     assert (data_dir / "infermesh.sqlite3").exists()
+
+
+def test_it_refuses_several_replicas_without_a_raft_password(data_dir):
+    env = clean_env(data_dir, SECRET_KEY=TEST_SECRET, MESH_RAFT_PEERS="127.0.0.1:7101,127.0.0.1:7102")
+    result = manage("check", env=env)
+    assert result.returncode != 0
+    assert "MESH_RAFT_PASSWORD is not set" in result.stderr
+    assert "remote code execution" in result.stderr

@@ -1,0 +1,40 @@
+"""`GET /api/v1/cluster/`: this replica's view of the Raft group that holds the desired state."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from meshcore.replication.service import current_status
+
+
+class ClusterPeerSerializer(serializers.Serializer):
+    address = serializers.CharField()
+    connected = serializers.BooleanField()
+    match_index = serializers.IntegerField(allow_null=True, help_text="Last log index known to be on the peer.")
+
+
+class ClusterSerializer(serializers.Serializer):
+    self = serializers.CharField(help_text="This replica's Raft address.")
+    role = serializers.CharField(help_text="leader, follower, candidate, or stopped.")
+    leader = serializers.CharField(allow_null=True)
+    term = serializers.IntegerField(allow_null=True)
+    commit_index = serializers.IntegerField(allow_null=True)
+    last_applied = serializers.IntegerField(allow_null=True)
+    has_quorum = serializers.BooleanField()
+    peers = ClusterPeerSerializer(many=True)
+    state_seq = serializers.IntegerField(help_text="Changes applied to the replicated state.")
+    projected_seq = serializers.IntegerField(help_text="Changes applied to this replica's database.")
+    digest = serializers.CharField(help_text="SHA-256 of the desired state: equal digests mean equal state.")
+
+
+class ClusterView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses=ClusterSerializer, operation_id="cluster_status")
+    def get(self, request: Request) -> Response:
+        return Response(current_status())

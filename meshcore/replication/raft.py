@@ -1,0 +1,321 @@
+"""A control-plane replica: the desired state in a PySyncObj Raft group, projected to the database.
+
+Threads, and what runs on each:
+- PySyncObj's tick thread runs the replicated `apply_batch` on the in-memory state and
+  hands committed changes to the projector. It never touches the database (a slow
+  database must not stop heartbeats) and never waits on anything.
+- The projector thread writes each committed batch to this replica's database.
+- A writer (a request thread, a command) proposes a batch and waits, with a timeout, for
+  the commit and then for this replica's projection (read your writes).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.fernet import InvalidToken
+from django.db import close_old_connections
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
+
+from meshcore.replication.state import DesiredState
+
+logger = logging.getLogger(__name__)
+
+
+_LEADER = 2  # PySyncObj's _RAFT_STATE.LEADER
+
+
+class NoQuorum(Exception):
+    """The write cannot be committed now; `retry_after` says when to try again."""
+
+    def __init__(self, message: str, retry_after: int = 2) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class RaftSettings:
+    address: str
+    peers: tuple[str, ...]
+    password: str
+    data_dir: Path | None  # None keeps the journal in memory (tests)
+    write_timeout: float = 10.0
+
+
+class RegistryLog(SyncObjConsumer):
+    """The replicated object: everything set after `super().__init__()` is the Raft state."""
+
+    def __init__(self, on_committed: Any, on_restored: Any) -> None:
+        # Set before super().__init__(): callbacks are process-local and never pickled.
+        self._on_committed = on_committed
+        self._on_restored = on_restored
+        super().__init__()
+        self.state = DesiredState()
+
+    @replicated
+    def apply_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        result = self.state.apply(batch)
+        if result["status"] == "ok" and not result.get("replayed"):
+            self._on_committed(batch, result)
+        return result
+
+    def _deserialize(self, data: dict[str, Any]) -> None:
+        super()._deserialize(data)
+        # A copy: the tick thread goes on changing the live state while the projector rebuilds.
+        self._on_restored(copy.deepcopy(self.state))
+
+
+class _LoggingEncryptor:
+    """Wraps PySyncObj's Fernet encryptor to log what it drops silently: a peer with another password."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self._last_warning = 0.0
+
+    def encrypt_at_time(self, data: bytes, current_time: int) -> bytes:
+        return self._inner.encrypt_at_time(data, current_time)
+
+    def extract_timestamp(self, token: bytes) -> int:
+        try:
+            # Fernet checks the signature here first: a wrong key fails in this call.
+            return self._inner.extract_timestamp(token)
+        except InvalidToken:
+            self._warn()
+            raise
+
+    def decrypt(self, token: bytes, ttl: int | None = None) -> bytes:
+        try:
+            return self._inner.decrypt(token, ttl)
+        except InvalidToken:
+            self._warn()
+            raise
+
+    def _warn(self) -> None:
+        now = time.monotonic()
+        if now - self._last_warning > 10:
+            self._last_warning = now
+            logger.error(
+                "refused a Raft connection whose messages do not decrypt: a replica or process is using "
+                "another MESH_RAFT_PASSWORD (or is not infermesh); its messages are dropped"
+            )
+
+
+class Projector(threading.Thread):
+    """Writes committed batches to the database, in commit order, off the tick thread."""
+
+    def __init__(self, apply: Any, rebuild: Any) -> None:
+        super().__init__(name="infermesh-projector", daemon=True)
+        self._apply = apply
+        self._rebuild = rebuild
+        self._queue: queue.Queue = queue.Queue()
+        self._stopping = False
+
+    def committed(self, batch: dict[str, Any], result: dict[str, Any], announce: bool = True) -> None:
+        self._queue.put(("apply", batch, {**result, "announce": announce}))
+
+    def restored(self, state: DesiredState) -> None:
+        self._queue.put(("rebuild", state, None))
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._queue.put(("stop", None, None))
+
+    def run(self) -> None:
+        while True:
+            action, first, second = self._queue.get()
+            if action == "stop":
+                return
+            while True:
+                try:
+                    close_old_connections()
+                    if action == "apply":
+                        self._apply(first, second)
+                    else:
+                        self._rebuild(first)
+                    break
+                except Exception:
+                    # The entry is committed; the database must take it. Retry until it does.
+                    logger.exception("projecting a committed change failed; retrying in 1 s")
+                    if self._stopping:
+                        return
+                    time.sleep(1)
+
+
+class Replica:
+    """This process's replica of the registry (see the module docstring for its threads)."""
+
+    name = "raft replica"
+
+    def __init__(self, raft: RaftSettings, projection: Any) -> None:
+        self.settings = raft
+        self.projection = projection
+        self.projector = Projector(projection.apply_committed, projection.rebuild_from)
+        # Until this replica has caught up with the leader, what it applies is history: project it, don't announce it.
+        self._caught_up = threading.Event()
+        self.log = RegistryLog(self._committed, self.projector.restored)
+        self._sync_obj: SyncObj | None = None
+        self._leader_seen: Any = None
+
+    def _committed(self, batch: dict[str, Any], result: dict[str, Any]) -> None:
+        self.projector.committed(batch, result, announce=self._caught_up.is_set())
+
+    def _conf(self) -> SyncObjConf:
+        journal = None
+        if self.settings.data_dir is not None:
+            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+            journal = str(self.settings.data_dir / "journal")
+        return SyncObjConf(
+            password=self.settings.password,
+            journalFile=journal,
+            fullDumpFile=str(self.settings.data_dir / "snapshot") if self.settings.data_dir else None,
+            # Fail fast when there is no leader instead of queueing writes nobody can commit.
+            commandsWaitLeader=False,
+            # Forking would copy the database and Redis connections into the snapshot writer.
+            useFork=False,
+            # Send each entry as soon as it is proposed: latency over batching on a control plane.
+            appendEntriesUseBatch=False,
+            autoTickPeriod=0.005,
+            appendEntriesPeriod=0.05,
+            raftMinTimeout=0.4,
+            raftMaxTimeout=1.2,
+            connectionRetryTime=1.0,
+            connectionTimeout=3.0,
+            # A follower that lost its leader stops forwarding after this long.
+            leaderFallbackTimeout=3.0,
+            logCompactionMinEntries=20_000,
+            logCompactionMinTime=600,
+            onStateChanged=self._state_changed,
+            onReady=self._caught_up.set,
+        )
+
+    def start(self) -> None:
+        self.projection.prepare()
+        self.projector.start()
+        self._sync_obj = SyncObj(self.settings.address, list(self.settings.peers), self._conf(), consumers=[self.log])
+        self._sync_obj._SyncObj__encryptor = _LoggingEncryptor(self._sync_obj._SyncObj__encryptor)
+        logger.info(
+            "raft replica %s started with %d peer(s): %s",
+            self.settings.address,
+            len(self.settings.peers),
+            ", ".join(self.settings.peers) or "none",
+        )
+
+    def stop(self) -> None:
+        if self._sync_obj is not None:
+            self._sync_obj.destroy_synchronous()
+        self.projector.stop()
+        self.projector.join(timeout=10)
+
+    def wait_for_leader(self, timeout: float) -> None:
+        """Block until a leader is known and this replica has caught up with the log, or raise NoQuorum."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            sync_obj = self._sync_obj
+            if sync_obj is not None and sync_obj._getLeader() is not None and sync_obj.hasQuorum and sync_obj.isReady():
+                return
+            time.sleep(0.02)
+        raise NoQuorum(f"No leader was elected within {timeout:.0f} s: are a majority of the replicas running?")
+
+    # ---- writing -------------------------------------------------------------------
+
+    def propose(self, batch: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """Commit `batch` on a quorum and wait until this replica's database has it."""
+        timeout = timeout or self.settings.write_timeout
+        sync_obj = self._sync_obj
+        if sync_obj is None:
+            raise NoQuorum("This replica is not running.")
+        if not sync_obj.hasQuorum or sync_obj._getLeader() is None:
+            raise NoQuorum(
+                "No quorum: fewer than a majority of the control-plane replicas are reachable, so the change "
+                "cannot be committed. Nothing was written; retry when the replicas are back."
+            )
+        done = threading.Event()
+        outcome: dict[str, Any] = {}
+
+        def on_result(result: Any, error: int) -> None:
+            outcome.update(result=result, error=error)
+            done.set()
+
+        self.log.apply_batch(batch, callback=on_result)
+        if not done.wait(timeout):
+            raise NoQuorum(
+                f"The change was not committed within {timeout:.0f} s (the cluster may be electing a leader). "
+                "It may still apply: retry with the same idempotency key to be safe.",
+                retry_after=1,
+            )
+        if outcome["error"] != FAIL_REASON.SUCCESS:
+            raise NoQuorum(f"The change was not committed ({_fail_reason(outcome['error'])}); nothing was written.")
+        result = outcome["result"]
+        if result["status"] == "ok" and not self.projection.applied.wait_for(result["seq"], timeout):
+            raise NoQuorum(
+                "The change is committed but this replica's database has not applied it yet; read it again shortly.",
+                retry_after=1,
+            )
+        return result
+
+    # ---- observing -----------------------------------------------------------------
+
+    @property
+    def state(self) -> DesiredState:
+        return self.log.state
+
+    def status(self) -> dict[str, Any]:
+        sync_obj = self._sync_obj
+        raw = sync_obj.getStatus() if sync_obj else {}
+        leader = raw.get("leader")
+        peers = []
+        for node in sorted(sync_obj.otherNodes, key=lambda n: n.address) if sync_obj else []:
+            peers.append(
+                {
+                    "address": node.address,
+                    "connected": sync_obj.isNodeConnected(node),
+                    "match_index": raw.get(f"match_idx_server_{node.id}"),
+                }
+            )
+        return {
+            "self": self.settings.address,
+            "role": {0: "follower", 1: "candidate", _LEADER: "leader"}.get(raw.get("state"), "unknown"),
+            "leader": leader.address if leader is not None else None,
+            "term": raw.get("raft_term"),
+            "commit_index": raw.get("commit_idx"),
+            "last_applied": raw.get("last_applied"),
+            "has_quorum": bool(raw.get("has_quorum")),
+            "peers": peers,
+            "state_seq": self.state.seq,
+            "projected_seq": self.projection.applied.value,
+            "digest": self.state.digest(),
+        }
+
+    def _state_changed(self, old_state: int, new_state: int) -> None:
+        """A new leader announces itself through the log, so every replica records the same event."""
+        if new_state != _LEADER:
+            return
+        term = self._sync_obj.raftCurrentTerm if self._sync_obj else None
+        announcement = {
+            "key": f"leader:{self.settings.address}:{term}",
+            "actor": "raft",
+            "leader": self.settings.address,
+            "ops": [],
+            "events": [{"type": "LEADER_CHANGED", "data": {"leader": self.settings.address, "term": term}}],
+        }
+        # Runs on the tick thread: propose without waiting (a synchronous call here would deadlock).
+        self.log.apply_batch(announcement, callback=lambda result, error: None)
+
+
+def _fail_reason(code: int) -> str:
+    names = {
+        FAIL_REASON.QUEUE_FULL: "the write queue is full",
+        FAIL_REASON.MISSING_LEADER: "no leader",
+        FAIL_REASON.DISCARDED: "the entry was discarded by a new leader",
+        FAIL_REASON.NOT_LEADER: "this replica lost leadership",
+        FAIL_REASON.LEADER_CHANGED: "the leader changed",
+        FAIL_REASON.REQUEST_DENIED: "the request was denied",
+    }
+    return names.get(code, f"raft failure {code}")

@@ -1,0 +1,292 @@
+"""Which log this process writes to, and the database projection every log feeds.
+
+- `serve` runs a Raft `Replica` (one per control-plane process) and installs it here.
+- Management commands in another process send their batches to the running replica over
+  its control socket (a Unix socket in the data folder, owner-only); with no replica
+  running they start one for the duration of the command.
+- The test suite uses `LocalLog` (MESH_REPLICATION=local): the same state machine, the
+  same projection and events, applied synchronously in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import socket
+import socketserver
+import threading
+from pathlib import Path
+from typing import Any, Protocol
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+
+from meshcore.replication.projection import AppliedIndex, apply_changes, rebuild, state_from_database
+from meshcore.replication.raft import NoQuorum, RaftSettings, Replica
+from meshcore.replication.state import DesiredState
+
+logger = logging.getLogger(__name__)
+
+
+class Log(Protocol):
+    def propose(self, batch: dict[str, Any], timeout: float | None = None) -> dict[str, Any]: ...
+
+
+class DatabaseProjection:
+    """Applies committed batches to this replica's database, once each, with their events."""
+
+    def __init__(self) -> None:
+        self.applied = AppliedIndex()
+
+    def prepare(self) -> None:
+        from meshcore.models import ProjectionState
+
+        row = ProjectionState.objects.filter(pk=1).first()
+        self.applied.advance(row.applied_seq if row else 0)
+
+    def apply_committed(self, batch: dict[str, Any], result: dict[str, Any]) -> None:
+        from meshcore.events import publish_event, record_batch_events
+        from meshcore.models import ProjectionState
+
+        seq = result["seq"]
+        if seq <= self.applied.value:
+            return  # replayed from the journal at start: already in this database
+        with transaction.atomic():
+            row, _ = ProjectionState.objects.select_for_update().get_or_create(pk=1)
+            if seq <= row.applied_seq:
+                self.applied.advance(row.applied_seq)
+                return
+            apply_changes(result["changes"])
+            events = record_batch_events(batch, result)
+            row.applied_seq = seq
+            row.updated_at = timezone.now()
+            row.save(update_fields=["applied_seq", "updated_at"])
+        self.applied.advance(seq)
+        # Several replicas may share one channel layer: the first to project a change announces it.
+        if (
+            events
+            and result.get("announce", True)
+            and cache.add(f"infermesh:event-published:{batch.get('key')}:{seq}", 1, timeout=3600)
+        ):
+            for event in events:
+                publish_event(event)
+
+    def rebuild_from(self, state: DesiredState) -> None:
+        from meshcore.models import ProjectionState
+
+        if state.seq <= self.applied.value:
+            return
+        with transaction.atomic():
+            rebuild(state)
+            ProjectionState.objects.update_or_create(
+                pk=1, defaults={"applied_seq": state.seq, "updated_at": timezone.now()}
+            )
+        self.applied.advance(state.seq)
+        logger.info("rebuilt the database projection from a snapshot at seq %d", state.seq)
+
+
+class LocalLog:
+    """No Raft: the state machine and projection applied at once, in the caller's transaction."""
+
+    def __init__(self) -> None:
+        self._state: DesiredState | None = None
+        self._lock = threading.Lock()
+        self.projection = DatabaseProjection()
+
+    def reset(self) -> None:
+        """Forget the cached state (the test suite rolls the database back between tests)."""
+        with self._lock:
+            self._state = None
+            self.projection = DatabaseProjection()
+
+    @property
+    def state(self) -> DesiredState:
+        if self._state is None:
+            from meshcore.models import ProjectionState
+
+            self._state = state_from_database()
+            row = ProjectionState.objects.filter(pk=1).first()
+            self._state.seq = row.applied_seq if row else 0
+            self.projection.prepare()
+        return self._state
+
+    def propose(self, batch: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        with self._lock, transaction.atomic():
+            state = self.state
+            before = copy.deepcopy(state.__dict__)
+            result = state.apply(batch)
+            try:
+                if result["status"] == "ok" and not result.get("replayed"):
+                    self.projection.apply_committed(batch, result)
+            except Exception:
+                state.__dict__.update(before)  # the database refused it: so does the state
+                raise
+        return result
+
+    def status(self) -> dict[str, Any]:
+        state = self.state
+        return {
+            "self": "local",
+            "role": "leader",
+            "leader": "local",
+            "term": None,
+            "commit_index": state.seq,
+            "last_applied": state.seq,
+            "has_quorum": True,
+            "peers": [],
+            "state_seq": state.seq,
+            "projected_seq": self.projection.applied.value,
+            "digest": state.digest(),
+        }
+
+
+# ---- the process's log ---------------------------------------------------------------
+
+_replica: Replica | None = None
+_local_log = LocalLog()
+
+
+def raft_settings() -> RaftSettings:
+    return RaftSettings(
+        address=settings.MESH_RAFT_ADDRESS,
+        peers=tuple(settings.MESH_RAFT_PEERS),
+        password=settings.MESH_RAFT_PASSWORD,
+        data_dir=None if settings.MESH_RAFT_STORAGE == "memory" else Path(settings.MESH_RAFT_DIR),
+        write_timeout=settings.MESH_RAFT_WRITE_TIMEOUT,
+    )
+
+
+def install_replica(replica: Replica | None) -> None:
+    global _replica
+    _replica = replica
+
+
+class ReplicaPart:
+    """The Raft replica as a background part of `serve`."""
+
+    name = "raft replica"
+
+    def __init__(self) -> None:
+        self.replica: Replica | None = None
+
+    def start(self) -> None:
+        self.replica = Replica(raft_settings(), DatabaseProjection())
+        self.replica.start()
+        install_replica(self.replica)
+
+    def stop(self) -> None:
+        install_replica(None)
+        if self.replica is not None:
+            self.replica.stop()
+
+
+def local_log() -> LocalLog:
+    return _local_log
+
+
+def current_log() -> Log:
+    if _replica is not None:
+        return _replica
+    if settings.MESH_REPLICATION == "local":
+        return _local_log
+    return CommandLineLog()
+
+
+def current_status() -> dict[str, Any]:
+    """This replica's view of the cluster (the running replica's, when asked from a command)."""
+    return current_log().status()
+
+
+# ---- the control socket: commands in other processes write through the running replica ----
+
+
+def control_socket_path() -> Path:
+    return Path(settings.MESH_RAFT_DIR) / "control.sock"
+
+
+class _ControlHandler(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        request = json.loads(self.rfile.readline())
+        try:
+            if request.get("action") == "status":
+                answer = {"status": _replica.status() if _replica else None}
+            else:
+                # A command may wait for a quorum (a cluster still starting); an API write never does.
+                _replica.wait_for_leader(settings.MESH_RAFT_WRITE_TIMEOUT)
+                answer = {"result": _replica.propose(request["batch"])}
+        except NoQuorum as error:
+            answer = {"error": "no_quorum", "message": str(error), "retry_after": error.retry_after}
+        self.wfile.write(json.dumps(answer, default=str).encode() + b"\n")
+
+
+class ControlServer:
+    """Owner-only Unix socket through which this host's management commands reach the replica."""
+
+    name = "control socket"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._server: socketserver.ThreadingUnixStreamServer | None = None
+
+    def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            self.path.unlink()
+        old_umask = os.umask(0o177)
+        try:
+            self._server = socketserver.ThreadingUnixStreamServer(str(self.path), _ControlHandler)
+        finally:
+            os.umask(old_umask)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, name="infermesh-control", daemon=True).start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self.path.exists():
+            self.path.unlink()
+
+
+class CommandLineLog:
+    """A management command's log: the running replica's control socket, or a replica of its own."""
+
+    def _ask(self, request: dict[str, Any], timeout: float) -> dict[str, Any] | None:
+        path = control_socket_path()
+        if not path.exists():
+            return None
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+                connection.settimeout(timeout)
+                connection.connect(str(path))
+                connection.sendall(json.dumps(request).encode() + b"\n")
+                reply = connection.makefile("rb").readline()
+        except (ConnectionRefusedError, FileNotFoundError):
+            return None  # a socket left behind by a replica that is gone
+        return json.loads(reply)
+
+    def propose(self, batch: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        timeout = timeout or settings.MESH_RAFT_WRITE_TIMEOUT
+        answer = self._ask({"action": "propose", "batch": batch}, 2 * timeout + 5)  # quorum wait, then commit
+        if answer is None:
+            return self._propose_with_own_replica(batch, timeout)
+        if "error" in answer:
+            raise NoQuorum(answer["message"], answer["retry_after"])
+        return answer["result"]
+
+    def status(self) -> dict[str, Any]:
+        answer = self._ask({"action": "status"}, 5)
+        return (answer or {}).get("status") or {"self": settings.MESH_RAFT_ADDRESS, "role": "stopped"}
+
+    def _propose_with_own_replica(self, batch: dict[str, Any], timeout: float) -> dict[str, Any]:
+        replica = Replica(raft_settings(), DatabaseProjection())
+        replica.start()
+        try:
+            replica.wait_for_leader(timeout)
+            return replica.propose(batch, timeout)
+        finally:
+            replica.stop()

@@ -1,0 +1,230 @@
+"""The canonical desired state as plain data, and the one function that changes it.
+
+Every replica holds a `DesiredState` and applies the same committed batches in the same
+order, so every replica reaches the same state: the function is deterministic (ids are
+assigned from counters here, times come from the batch, never from the clock). Checks
+that depend on the current state (versions, uniqueness, references) happen here, at
+apply time, so a stale or conflicting write is refused identically everywhere.
+
+It is pickled whole at log compaction, so it holds only plain data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+from typing import Any
+
+# Kinds in dependency order: an item refers only to kinds before it.
+KINDS = ("group", "user", "node", "node_token", "model", "runtime", "policy", "api_token")
+
+# Fields whose values must be unique among the items of a kind (a tuple is unique together).
+UNIQUE: dict[str, tuple[tuple[str, ...], ...]] = {
+    "group": (("name",),),
+    "user": (("username",),),
+    "node": (("name",),),
+    "node_token": (("node_id",), ("digest",)),
+    "model": (("name", "revision"),),
+    "runtime": (("node_id", "name"),),
+    "policy": (("name",),),
+    "api_token": (("user_id", "name"), ("digest",)),
+}
+
+# field -> referenced kind; `cascade` deletes the referrer with its target, otherwise the field is cleared.
+REFERENCES: dict[str, dict[str, tuple[str, str]]] = {
+    "node_token": {"node_id": ("node", "cascade")},
+    "runtime": {"node_id": ("node", "cascade")},
+    "policy": {"owner_id": ("user", "clear")},
+    "api_token": {"user_id": ("user", "cascade"), "tenant_id": ("group", "clear")},
+}
+
+# How many idempotency keys are remembered (a retry comes within seconds; this spans hours of writes).
+IDEMPOTENCY_MEMORY = 50_000
+
+
+class Refused(Exception):
+    """A batch that cannot apply to the current state; nothing of it is applied."""
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class DesiredState:
+    def __init__(self) -> None:
+        self.items: dict[str, dict[int, dict[str, Any]]] = {kind: {} for kind in KINDS}
+        self.next_id: dict[str, int] = dict.fromkeys(KINDS, 1)
+        self.seq = 0
+        self.leader: str | None = None
+        self.results: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    # ---- reading -----------------------------------------------------------------
+
+    def get(self, kind: str, item_id: int) -> dict[str, Any] | None:
+        return self.items[kind].get(item_id)
+
+    def find(self, kind: str, **values: Any) -> dict[str, Any] | None:
+        for item in self.items[kind].values():
+            if all(item.get(field) == value for field, value in values.items()):
+                return item
+        return None
+
+    def digest(self) -> str:
+        """Equal digests mean equal desired state (the applied sequence number included)."""
+        canonical = json.dumps(
+            {"seq": self.seq, "items": {kind: sorted(self.items[kind].items()) for kind in KINDS}},
+            sort_keys=True,
+            separators=(",", ":"),
+            default=str,
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    # ---- changing ----------------------------------------------------------------
+
+    def apply(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Apply a batch of operations atomically; return the result the proposer gets.
+
+        A batch whose idempotency key was seen returns the first result again and changes
+        nothing, so a client that timed out can retry safely.
+        """
+        key = batch.get("key")
+        if key and key in self.results:
+            return {**self.results[key], "replayed": True}
+        if "leader" in batch:
+            # A new leader announces itself; only a different replica taking over is a change.
+            if batch["leader"] == self.leader:
+                return {"status": "unchanged"}
+            self.leader = batch["leader"]
+        try:
+            staged = self._staged(batch["ops"])
+        except Refused as refusal:
+            result = {"status": refusal.status, "message": refusal.message}
+        else:
+            self.items, self.next_id = staged.items, staged.next_id
+            self.seq += 1
+            result = {"status": "ok", "seq": self.seq, "changes": staged.changes, "created_ids": staged.created_ids}
+        if key:
+            self.results[key] = result
+            while len(self.results) > IDEMPOTENCY_MEMORY:
+                self.results.popitem(last=False)
+        return result
+
+    def _staged(self, ops: list[dict[str, Any]]) -> _Staging:
+        staging = _Staging(self)
+        for op in ops:
+            staging.run(op)
+        return staging
+
+
+class _Staging:
+    """A copy-on-write view of the state that a batch is applied to before it counts."""
+
+    def __init__(self, state: DesiredState) -> None:
+        self.items = {kind: dict(items) for kind, items in state.items.items()}
+        self.next_id = dict(state.next_id)
+        self.changes: list[dict[str, Any]] = []
+        self.created_ids: list[int | None] = []  # per operation, for {"$ref": index} values
+
+    def run(self, op: dict[str, Any]) -> None:
+        kind = op["kind"]
+        if kind not in KINDS:
+            raise Refused("invalid", f"Unknown kind {kind!r}.")
+        handler = {"create": self._create, "update": self._update, "delete": self._delete}.get(op["op"])
+        if handler is None:
+            raise Refused("invalid", f"Unknown operation {op['op']!r}.")
+        if "data" in op:
+            op = {**op, "data": {field: self._resolve(value) for field, value in op["data"].items()}}
+        self.created_ids.append(None)
+        handler(kind, op)
+
+    def _resolve(self, value: Any) -> Any:
+        """`{"$ref": i}` stands for the id created by operation i of the same batch."""
+        if isinstance(value, dict) and set(value) == {"$ref"}:
+            index = value["$ref"]
+            if not isinstance(index, int) or not 0 <= index < len(self.created_ids) or self.created_ids[index] is None:
+                raise Refused("invalid", f"$ref {index!r} does not name an earlier create in this batch.")
+            return self.created_ids[index]
+        return value
+
+    def _create(self, kind: str, op: dict[str, Any]) -> None:
+        item_id = self.next_id[kind]
+        self.next_id[kind] = item_id + 1
+        item = {**op["data"], "id": item_id, "version": 1}
+        self._check_references(kind, item)
+        self._check_unique(kind, item)
+        self.items[kind][item_id] = item
+        self.created_ids[-1] = item_id
+        self.changes.append({"op": "create", "kind": kind, "item": item})
+
+    def _existing(self, kind: str, op: dict[str, Any]) -> dict[str, Any]:
+        item = self.items[kind].get(op["id"])
+        if item is None:
+            raise Refused("not_found", f"No {kind.replace('_', ' ')} with id {op['id']}.")
+        expected = op.get("expected_version")
+        if expected is not None and expected != item["version"]:
+            raise Refused(
+                "conflict",
+                f"It changed since you read it (you sent version {expected}, it is now {item['version']}); "
+                "read it again and reapply your change.",
+            )
+        return item
+
+    def _update(self, kind: str, op: dict[str, Any]) -> None:
+        current = self._existing(kind, op)
+        changes = {field: value for field, value in op["data"].items() if current.get(field) != value}
+        if not changes:
+            self.changes.append({"op": "unchanged", "kind": kind, "item": current})
+            return
+        item = {**current, **changes, "version": current["version"] + 1}
+        self._check_references(kind, item)
+        self._check_unique(kind, item)
+        self.items[kind][item["id"]] = item
+        self.changes.append({"op": "update", "kind": kind, "item": item, "changed": sorted(changes)})
+
+    def _delete(self, kind: str, op: dict[str, Any]) -> None:
+        item = self._existing(kind, op)
+        self._remove(kind, item)
+
+    def _remove(self, kind: str, item: dict[str, Any]) -> None:
+        del self.items[kind][item["id"]]
+        self.changes.append({"op": "delete", "kind": kind, "item": item})
+        for referrer_kind, fields in REFERENCES.items():
+            for field, (target_kind, on_delete) in fields.items():
+                if target_kind != kind:
+                    continue
+                for referrer in [i for i in self.items[referrer_kind].values() if i.get(field) == item["id"]]:
+                    if on_delete == "cascade":
+                        self._remove(referrer_kind, referrer)
+                    else:
+                        cleared = {**referrer, field: None}
+                        self.items[referrer_kind][referrer["id"]] = cleared
+                        self.changes.append(
+                            {"op": "update", "kind": referrer_kind, "item": cleared, "changed": [field]}
+                        )
+        if kind == "group":  # memberships are a list on each user
+            for user in [u for u in self.items["user"].values() if item["id"] in u.get("group_ids", [])]:
+                updated = {**user, "group_ids": [g for g in user["group_ids"] if g != item["id"]]}
+                self.items["user"][user["id"]] = updated
+                self.changes.append({"op": "update", "kind": "user", "item": updated, "changed": ["group_ids"]})
+
+    def _check_references(self, kind: str, item: dict[str, Any]) -> None:
+        for field, (target_kind, _) in REFERENCES.get(kind, {}).items():
+            target = item.get(field)
+            if target is not None and target not in self.items[target_kind]:
+                raise Refused("not_found", f"No {target_kind.replace('_', ' ')} with id {target} (field {field}).")
+        if kind == "user":
+            missing = [g for g in item.get("group_ids", []) if g not in self.items["group"]]
+            if missing:
+                raise Refused("not_found", f"No group with id {missing[0]} (field group_ids).")
+
+    def _check_unique(self, kind: str, item: dict[str, Any]) -> None:
+        for fields in UNIQUE[kind]:
+            values = tuple(item.get(field) for field in fields)
+            if any(value is None for value in values):
+                continue
+            for other in self.items[kind].values():
+                if other["id"] != item["id"] and tuple(other.get(field) for field in fields) == values:
+                    described = ", ".join(f"{field}={value!r}" for field, value in zip(fields, values, strict=True))
+                    raise Refused("conflict", f"A {kind.replace('_', ' ')} with {described} already exists.")

@@ -1,0 +1,175 @@
+"""Real control-plane replicas for tests: `manage.py serve` processes on loopback, each with
+its own data folder (SQLite database, Raft journal), one shared password and one Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from tests.site.helpers import REPO, TEST_SECRET, clean_env, free_port, manage
+
+RAFT_PASSWORD = "a-long-shared-raft-password-for-tests"
+REDIS_URL = os.environ.get("MESH_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+
+
+@dataclass
+class ReplicaProcess:
+    name: str
+    data_dir: Path
+    raft_address: str
+    http_port: int
+    env: dict[str, str]
+    process: subprocess.Popen | None = None
+    log_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_path = self.data_dir / "serve.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def start(self) -> None:
+        log = self.log_path.open("a")
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "serve", "--port", str(self.http_port), "--no-access-log"],
+            cwd=REPO,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_http(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"{self.name} exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                httpx.get(f"{self.url}/healthz", timeout=1)
+                return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise AssertionError(f"{self.name} did not answer HTTP within {timeout}s:\n{self.log()}")
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def manage(self, *args: str) -> subprocess.CompletedProcess:
+        return manage(*args, env=self.env, timeout=60)
+
+
+def replica_database_url() -> str | None:
+    """A fresh PostgreSQL database per replica when the suite runs on PostgreSQL, else None (SQLite)."""
+    base = os.environ.get("DATABASE_URL", "")
+    if not base.startswith(("postgres://", "postgresql://")):
+        return None
+    import psycopg
+
+    server, _, _ = base.rpartition("/")
+    database = f"infermesh_replica_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(base, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{database}"')
+        connection.execute(f'CREATE DATABASE "{database}"')
+    return f"{server}/{database}"
+
+
+def drop_database(url: str | None) -> None:
+    if not url or not url.startswith(("postgres://", "postgresql://")):
+        return
+    import psycopg
+
+    server, _, database = url.rpartition("/")
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+class Cluster:
+    def __init__(self, root: Path, size: int = 3, redis_url: str | None = REDIS_URL, **extra_env: str) -> None:
+        addresses = [f"127.0.0.1:{free_port()}" for _ in range(size)]
+        self.static_root = root / "static"
+        self.replicas: list[ReplicaProcess] = []
+        for index, address in enumerate(addresses):
+            data_dir = root / f"replica{index}"
+            data_dir.mkdir(parents=True, exist_ok=True)
+            env = clean_env(
+                data_dir,
+                SECRET_KEY=TEST_SECRET,
+                MESH_RAFT_ADDRESS=address,
+                MESH_RAFT_PEERS=",".join(a for a in addresses if a != address),
+                MESH_RAFT_PASSWORD=RAFT_PASSWORD,
+                MESH_LOG_FORMAT="json",
+                STATIC_ROOT=str(self.static_root),
+                **({"REDIS_URL": redis_url} if redis_url else {}),
+                **({"DATABASE_URL": url} if (url := replica_database_url()) else {}),
+                **extra_env,
+            )
+            self.replicas.append(ReplicaProcess(f"replica{index}", data_dir, address, free_port(), env))
+
+    def start(self) -> None:
+        collected = self.replicas[0].manage("collectstatic", "--noinput")
+        assert collected.returncode == 0, collected.stderr
+        for replica in self.replicas:
+            result = replica.manage("migrate", "--noinput")
+            assert result.returncode == 0, result.stderr
+        for replica in self.replicas:
+            replica.start()
+        for replica in self.replicas:
+            replica.wait_http()
+        self.wait_for_leader()
+
+    def stop(self) -> None:
+        for replica in self.replicas:
+            replica.stop()
+        for replica in self.replicas:
+            drop_database(replica.env.get("DATABASE_URL"))
+
+    def status(self, replica: ReplicaProcess, token: str | None = None) -> dict:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        response = httpx.get(f"{replica.url}/api/v1/cluster/", headers=headers, timeout=5)
+        response.raise_for_status()
+        return response.json()
+
+    def wait_for_leader(self, timeout: float = 20) -> ReplicaProcess:
+        """The replica that leads, once every running replica agrees on it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            views = {}
+            for replica in self.running():
+                answer = replica.manage("cluster_status")
+                if answer.returncode == 0:
+                    views[replica.name] = json.loads(answer.stdout)
+            leaders = {view.get("leader") for view in views.values()}
+            if len(views) == len(self.running()) and len(leaders) == 1 and None not in leaders:
+                leader_address = leaders.pop()
+                return next(r for r in self.replicas if r.raft_address == leader_address)
+            time.sleep(0.2)
+        raise AssertionError(f"no agreed leader within {timeout}s: {views}")
+
+    def running(self) -> list[ReplicaProcess]:
+        return [r for r in self.replicas if r.process and r.process.poll() is None]
+
+    def followers(self) -> list[ReplicaProcess]:
+        leader = self.wait_for_leader()
+        return [r for r in self.running() if r is not leader]

@@ -1,0 +1,98 @@
+"""The replicated state machine: deterministic, atomic batches, versions, uniqueness, idempotency."""
+
+from meshcore.replication.state import DesiredState
+
+
+def create(kind, key=None, **data):
+    return {"op": "create", "kind": kind, "data": data}
+
+
+def update(kind, item_id, data, expected_version=None):
+    return {"op": "update", "kind": kind, "id": item_id, "data": data, "expected_version": expected_version}
+
+
+def batch(*ops, key=None):
+    return {"key": key, "ops": list(ops)}
+
+
+def test_it_assigns_ids_and_versions_and_counts_applied_batches():
+    state = DesiredState()
+    result = state.apply(batch(create("node", name="gpu-a"), create("node", name="gpu-b")))
+    assert result["status"] == "ok"
+    assert result["seq"] == 1
+    assert [c["item"]["id"] for c in result["changes"]] == [1, 2]
+    assert state.get("node", 2) == {"name": "gpu-b", "id": 2, "version": 1}
+
+
+def test_it_applies_a_batch_all_or_nothing():
+    state = DesiredState()
+    state.apply(batch(create("node", name="gpu-a")))
+    result = state.apply(batch(create("node", name="gpu-b"), create("node", name="gpu-a")))
+    assert result["status"] == "conflict"
+    assert "name='gpu-a'" in result["message"]
+    assert state.find("node", name="gpu-b") is None
+    assert state.seq == 1
+    assert state.next_id["node"] == 2  # a refused batch does not consume ids either
+
+
+def test_it_refuses_a_stale_version_and_bumps_on_change():
+    state = DesiredState()
+    state.apply(batch(create("policy", name="p", spec={"a": 1})))
+    ok = state.apply(
+        batch({"op": "update", "kind": "policy", "id": 1, "data": {"spec": {"a": 2}}, "expected_version": 1})
+    )
+    assert ok["changes"][0]["item"]["version"] == 2
+    stale = state.apply(
+        batch({"op": "update", "kind": "policy", "id": 1, "data": {"spec": {"a": 3}}, "expected_version": 1})
+    )
+    assert stale["status"] == "conflict"
+    assert "version 1, it is now 2" in stale["message"]
+    assert state.get("policy", 1)["spec"] == {"a": 2}
+
+
+def test_it_returns_the_first_result_for_a_repeated_idempotency_key():
+    state = DesiredState()
+    first = state.apply(batch(create("node", name="gpu-a"), key="k1"))
+    again = state.apply(batch(create("node", name="gpu-a"), key="k1"))
+    assert again["status"] == "ok" and again["replayed"]
+    assert again["seq"] == first["seq"] == state.seq == 1
+    assert len(state.items["node"]) == 1
+
+
+def test_it_cascades_and_clears_references_on_delete():
+    state = DesiredState()
+    state.apply(batch(create("group", name="team"), create("user", username="u", group_ids=[1])))
+    state.apply(batch(create("node", name="n"), create("runtime", node_id=1, name="triton")))
+    state.apply(batch(create("api_token", user_id=1, tenant_id=1, name="t", digest="d")))
+    state.apply(batch({"op": "delete", "kind": "group", "id": 1}))
+    assert state.get("api_token", 1)["tenant_id"] is None
+    assert state.get("user", 1)["group_ids"] == []
+    result = state.apply(batch({"op": "delete", "kind": "node", "id": 1}))
+    assert [(c["op"], c["kind"]) for c in result["changes"]] == [("delete", "node"), ("delete", "runtime")]
+
+
+def test_it_refuses_references_to_missing_items():
+    state = DesiredState()
+    result = state.apply(batch(create("runtime", node_id=9, name="triton")))
+    assert result["status"] == "not_found"
+    assert "node_id" in result["message"]
+
+
+def test_equal_histories_give_equal_digests():
+    ops = [batch(create("node", name=f"gpu-{i}")) for i in range(5)]
+    one, two = DesiredState(), DesiredState()
+    for entry in ops:
+        one.apply(entry)
+        two.apply(entry)
+    assert one.digest() == two.digest()
+    two.apply(batch({"op": "update", "kind": "node", "id": 1, "data": {"zone": "b"}}))
+    assert one.digest() != two.digest()
+
+
+def test_it_lets_an_operation_refer_to_an_item_created_earlier_in_the_batch():
+    state = DesiredState()
+    result = state.apply(batch(create("node", name="gpu-a"), create("node_token", node_id={"$ref": 0}, digest="d")))
+    assert result["status"] == "ok"
+    assert state.get("node_token", 1)["node_id"] == 1
+    bad = state.apply(batch(create("node_token", node_id={"$ref": 5}, digest="e")))
+    assert bad["status"] == "invalid"
