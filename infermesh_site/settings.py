@@ -21,16 +21,15 @@ DEBUG = env_bool("DEBUG", False)
 MESH_DATA_DIR = Path(env_str("MESH_DATA_DIR") or BASE_DIR / "var").resolve()
 
 
-def _debug_secret_key(data_dir: Path) -> str:
-    """A key kept in the data folder so sessions survive restarts of a DEBUG run."""
-    key_file = data_dir / "debug_secret_key"
-    if key_file.exists():
-        return key_file.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(50)
-    key_file.write_text(key)
-    key_file.chmod(0o600)
-    return key
+def _generated_secret(secret_file: Path) -> str:
+    """A random secret made once and kept, owner-only, in `secret_file` (so it survives restarts)."""
+    if secret_file.exists():
+        return secret_file.read_text().strip()
+    secret_file.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(50)
+    secret_file.write_text(secret)
+    secret_file.chmod(0o600)
+    return secret
 
 
 SECRET_KEY = env_str("SECRET_KEY")
@@ -41,7 +40,7 @@ if not SECRET_KEY:
             "for example the output of: python -c 'import secrets; print(secrets.token_urlsafe(50))'. "
             "Only a DEBUG=1 run generates one by itself."
         )
-    SECRET_KEY = _debug_secret_key(MESH_DATA_DIR)
+    SECRET_KEY = _generated_secret(MESH_DATA_DIR / "debug_secret_key")
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
@@ -244,6 +243,7 @@ MESH_RAFT_PEERS = env_list("MESH_RAFT_PEERS", [])
 MESH_RAFT_DIR = Path(env_str("MESH_RAFT_DIR") or MESH_DATA_DIR / "raft")
 MESH_RAFT_STORAGE = env_choice("MESH_RAFT_STORAGE", "disk", ("disk", "memory"))
 MESH_RAFT_WRITE_TIMEOUT = env_int("MESH_RAFT_WRITE_TIMEOUT", 10, minimum=1, maximum=300)
+MESH_RAFT_SNAPSHOT_ENTRIES = env_int("MESH_RAFT_SNAPSHOT_ENTRIES", 20_000, minimum=10)
 for _address in [MESH_RAFT_ADDRESS, *MESH_RAFT_PEERS]:
     _host, _, _port = _address.rpartition(":")
     if not _host or not _port.isdigit():
@@ -261,20 +261,9 @@ if MESH_RAFT_PEERS and len(MESH_RAFT_PASSWORD) < 16:
     )
 
 
-def _single_replica_password(raft_dir: Path) -> str:
-    """A lone replica still encrypts its port, with a password nobody else needs to know."""
-    password_file = raft_dir / "password"
-    if password_file.exists():
-        return password_file.read_text().strip()
-    raft_dir.mkdir(parents=True, exist_ok=True)
-    password = secrets.token_urlsafe(32)
-    password_file.write_text(password)
-    password_file.chmod(0o600)
-    return password
-
-
 if not MESH_RAFT_PASSWORD and MESH_REPLICATION == "raft":
-    MESH_RAFT_PASSWORD = _single_replica_password(MESH_RAFT_DIR)
+    # A lone replica still encrypts its port, with a password nobody else needs to know.
+    MESH_RAFT_PASSWORD = _generated_secret(MESH_RAFT_DIR / "password")
 
 LOGGING = {
     "version": 1,

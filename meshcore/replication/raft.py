@@ -47,6 +47,7 @@ class RaftSettings:
     password: str
     data_dir: Path | None  # None keeps the journal in memory (tests)
     write_timeout: float = 10.0
+    snapshot_entries: int = 20_000
 
 
 class RegistryLog(SyncObjConsumer):
@@ -189,7 +190,7 @@ class Replica:
             connectionTimeout=3.0,
             # A follower that lost its leader stops forwarding after this long.
             leaderFallbackTimeout=3.0,
-            logCompactionMinEntries=20_000,
+            logCompactionMinEntries=self.settings.snapshot_entries,
             logCompactionMinTime=600,
             onStateChanged=self._state_changed,
             onReady=self._caught_up.set,
