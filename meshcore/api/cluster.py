@@ -15,13 +15,20 @@ from meshcore.replication.service import current_status
 class ClusterPeerSerializer(serializers.Serializer):
     address = serializers.CharField()
     connected = serializers.BooleanField()
+    connected_since = serializers.DateTimeField(required=False, help_text="Present while connected.")
+    disconnected_since = serializers.DateTimeField(required=False, help_text="Present while disconnected.")
     match_index = serializers.IntegerField(allow_null=True, help_text="Last log index known to be on the peer.")
+    behind = serializers.IntegerField(
+        allow_null=True, help_text="Committed entries the peer has yet to receive (known on the leader only)."
+    )
 
 
 class ClusterSerializer(serializers.Serializer):
     self = serializers.CharField(help_text="This replica's Raft address.")
     role = serializers.CharField(help_text="leader, follower, candidate, or stopped.")
+    role_since = serializers.DateTimeField(required=False)
     leader = serializers.CharField(allow_null=True)
+    leader_since = serializers.DateTimeField(required=False, help_text="When this replica last saw the leader change.")
     term = serializers.IntegerField(allow_null=True)
     commit_index = serializers.IntegerField(allow_null=True)
     last_applied = serializers.IntegerField(allow_null=True)

@@ -14,9 +14,11 @@ from __future__ import annotations
 import copy
 import logging
 import queue
+import socket
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +151,22 @@ class Projector(threading.Thread):
                     time.sleep(1)
 
 
+class _Transitions:
+    """When each watched value last changed (a peer's connection, the role, the leader)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: dict[str, Any] = {}
+        self._since: dict[str, str] = {}
+
+    def since(self, key: str, value: Any) -> str:
+        with self._lock:
+            if key not in self._values or self._values[key] != value:
+                self._values[key] = value
+                self._since[key] = datetime.now(UTC).isoformat(timespec="seconds")
+            return self._since[key]
+
+
 class Replica:
     """This process's replica of the registry (see the module docstring for its threads)."""
 
@@ -162,7 +180,9 @@ class Replica:
         self._caught_up = threading.Event()
         self.log = RegistryLog(self._committed, self.projector.restored)
         self._sync_obj: SyncObj | None = None
-        self._leader_seen: Any = None
+        self._transitions = _Transitions()
+        self._diagnosed: dict[str, list[float]] = {}  # peer -> [disconnected since, last logged]
+        self._stopping = threading.Event()
 
     def _committed(self, batch: dict[str, Any], result: dict[str, Any]) -> None:
         self.projector.committed(batch, result, announce=self._caught_up.is_set())
@@ -172,7 +192,7 @@ class Replica:
         if self.settings.data_dir is not None:
             self.settings.data_dir.mkdir(parents=True, exist_ok=True)
             journal = str(self.settings.data_dir / "journal")
-        return SyncObjConf(
+        conf = SyncObjConf(
             password=self.settings.password,
             journalFile=journal,
             fullDumpFile=str(self.settings.data_dir / "snapshot") if self.settings.data_dir else None,
@@ -195,12 +215,32 @@ class Replica:
             onStateChanged=self._state_changed,
             onReady=self._caught_up.set,
         )
+        from django.conf import settings
+
+        if getattr(settings, "MESH_RAFT_PROFILE", "tuned") == "pysyncobj-defaults":
+            # The baseline that benchmarks/replication.py compares against: PySyncObj's own timing.
+            # The password, the journal and useFork=False stay: they are safety, not tuning.
+            library = SyncObjConf()
+            for name in (
+                "commandsWaitLeader",
+                "appendEntriesUseBatch",
+                "autoTickPeriod",
+                "appendEntriesPeriod",
+                "raftMinTimeout",
+                "raftMaxTimeout",
+                "connectionRetryTime",
+                "connectionTimeout",
+                "leaderFallbackTimeout",
+            ):
+                setattr(conf, name, getattr(library, name))
+        return conf
 
     def start(self) -> None:
         self.projection.prepare()
         self.projector.start()
         self._sync_obj = SyncObj(self.settings.address, list(self.settings.peers), self._conf(), consumers=[self.log])
         self._sync_obj._SyncObj__encryptor = _LoggingEncryptor(self._sync_obj._SyncObj__encryptor)
+        threading.Thread(target=self._watch, name="infermesh-cluster-watch", daemon=True).start()
         logger.info(
             "raft replica %s started with %d peer(s): %s",
             self.settings.address,
@@ -209,6 +249,7 @@ class Replica:
         )
 
     def stop(self) -> None:
+        self._stopping.set()
         if self._sync_obj is not None:
             self._sync_obj.destroy_synchronous()
         self.projector.stop()
@@ -268,31 +309,80 @@ class Replica:
         return self.log.state
 
     def status(self) -> dict[str, Any]:
+        """What an operator needs: who leads since when, who is connected, who is behind by how much."""
+        view = self._observe()
+        return {**view, "digest": self.state.digest()}
+
+    def _observe(self) -> dict[str, Any]:
         sync_obj = self._sync_obj
         raw = sync_obj.getStatus() if sync_obj else {}
         leader = raw.get("leader")
+        commit_index = raw.get("commit_idx")
+        role = {0: "follower", 1: "candidate", _LEADER: "leader"}.get(raw.get("state"), "stopped")
         peers = []
         for node in sorted(sync_obj.otherNodes, key=lambda n: n.address) if sync_obj else []:
+            connected = sync_obj.isNodeConnected(node)
+            match_index = raw.get(f"match_idx_server_{node.id}")
             peers.append(
                 {
                     "address": node.address,
-                    "connected": sync_obj.isNodeConnected(node),
-                    "match_index": raw.get(f"match_idx_server_{node.id}"),
+                    "connected": connected,
+                    "connected_since" if connected else "disconnected_since": self._transitions.since(
+                        f"peer:{node.address}", connected
+                    ),
+                    "match_index": match_index,
+                    # Known on the leader only: log entries the peer has yet to receive.
+                    "behind": max(0, commit_index - match_index) if role == "leader" and match_index else None,
                 }
             )
+        leader_address = leader.address if leader is not None else None
         return {
             "self": self.settings.address,
-            "role": {0: "follower", 1: "candidate", _LEADER: "leader"}.get(raw.get("state"), "unknown"),
-            "leader": leader.address if leader is not None else None,
+            "role": role,
+            "role_since": self._transitions.since("role", role),
+            "leader": leader_address,
+            "leader_since": self._transitions.since("leader", leader_address),
             "term": raw.get("raft_term"),
-            "commit_index": raw.get("commit_idx"),
+            "commit_index": commit_index,
             "last_applied": raw.get("last_applied"),
             "has_quorum": bool(raw.get("has_quorum")),
             "peers": peers,
             "state_seq": self.state.seq,
             "projected_seq": self.projection.applied.value,
-            "digest": self.state.digest(),
         }
+
+    def _watch(self) -> None:
+        """Notice transitions as they happen (so `*_since` is right), and diagnose silent peers."""
+        while not self._stopping.wait(0.5):
+            try:
+                for peer in self._observe()["peers"]:
+                    self._diagnose(peer)
+            except Exception:  # never let the watcher die; status() still works without it
+                logger.debug("cluster watch failed", exc_info=True)
+
+    def _diagnose(self, peer: dict[str, Any]) -> None:
+        """A peer that accepts TCP but never completes the handshake is almost always a password mismatch."""
+        address = peer["address"]
+        if peer["connected"]:
+            self._diagnosed.pop(address, None)
+            return
+        now = time.monotonic()
+        first_seen, last_told = self._diagnosed.setdefault(address, [now, 0.0])
+        if now - first_seen < 5 or now - last_told < 60:
+            return
+        self._diagnosed[address][1] = now
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+        except OSError:
+            logger.warning("raft peer %s is unreachable (is it running?)", address)
+            return
+        logger.error(
+            "raft peer %s accepts connections but the encrypted handshake never completes: the two replicas "
+            "have different MESH_RAFT_PASSWORD values (or %s is not an infermesh replica)",
+            address,
+            address,
+        )
 
     def _state_changed(self, old_state: int, new_state: int) -> None:
         """A new leader announces itself through the log, so every replica records the same event."""

@@ -128,6 +128,8 @@ def test_a_replica_with_the_wrong_password_is_refused_and_logged(cluster, tmp_pa
         )
         status = api(cluster.replicas[0], token).get("/cluster/").json()
         assert intruder.raft_address not in {p["address"] for p in status["peers"]}
+        # The intruder, whose handshakes are dropped, says why too.
+        assert wait_until(lambda: "encrypted handshake never completes" in intruder.log(), timeout=30)
     finally:
         intruder.kill()
     # The cluster went on committing throughout.

@@ -112,8 +112,12 @@ def test_the_cluster_page_names_the_leader_and_peers(cluster, token):
     status = api(cluster.replicas[0], token).get("/cluster/").json()
     assert status["self"] == cluster.replicas[0].raft_address
     assert {p["address"] for p in status["peers"]} == {r.raft_address for r in cluster.replicas[1:]}
-    assert all(p["connected"] for p in status["peers"])
+    assert all(p["connected"] and p["connected_since"] for p in status["peers"])
     assert status["term"] >= 1 and status["commit_index"] >= status["state_seq"]
+    assert status["leader_since"] and status["role_since"]
+    leader = cluster.wait_for_leader()
+    leader_view = api(leader, token).get("/cluster/").json()
+    assert all(isinstance(p["behind"], int) and p["behind"] >= 0 for p in leader_view["peers"])
 
 
 _CREATE_USER = (
