@@ -346,6 +346,7 @@ class EventType(models.TextChoices):
     GROUP_UPDATED = "GROUP_UPDATED"
     GROUP_DELETED = "GROUP_DELETED"
     LEADER_CHANGED = "LEADER_CHANGED"
+    STATE_RESTORED = "STATE_RESTORED"
 
 
 class ProjectionState(models.Model):

@@ -862,3 +862,33 @@ def delete_group(*, actor: Actor, group: Group) -> None:
 def delete_groups(*, actor: Actor, groups: Iterable[Group]) -> None:
     """Delete several groups in one change: all of them, or (one refused) none."""
     _commit_all(actor, groups, _group_deletion)
+
+
+# ---- backup and restore ---------------------------------------------------------------
+
+
+def export_state() -> dict[str, Any]:
+    """A consistent backup of the desired state this replica holds (it needs no quorum)."""
+    return current_log().export()
+
+
+def restore_state(*, actor: Actor, document: dict[str, Any]) -> dict[str, Any]:
+    """Bootstrap a fresh cluster from a backup; refused (409) when the cluster holds desired state."""
+    if not isinstance(document, dict) or not isinstance(document.get("items"), dict):
+        raise InvalidChange({"document": ["Not an infermesh backup: expected the JSON that export_state writes."]})
+    counts = {kind: len(items) for kind, items in document["items"].items()}
+    batch = {
+        "key": _batch_key(actor),
+        "actor": actor_name(actor),
+        "restore": document,
+        "events": [_event(EventType.STATE_RESTORED, seq=document.get("seq"), items=counts)],
+    }
+    try:
+        result = current_log().propose(batch)
+    except NoQuorum as error:
+        raise Unavailable(str(error), error.retry_after) from None
+    if result["status"] == "conflict":
+        raise Conflict(result["message"])
+    if result["status"] != "ok":
+        raise InvalidChange({"document": [result["message"]]})
+    return result

@@ -59,15 +59,22 @@ class RegistryLog(SyncObjConsumer):
         # Set before super().__init__(): callbacks are process-local and never pickled.
         self._on_committed = on_committed
         self._on_restored = on_restored
+        self._lock = threading.Lock()  # an export sees the state between batches, never inside one
         super().__init__()
         self.state = DesiredState()
 
     @replicated
     def apply_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
-        result = self.state.apply(batch)
+        with self._lock:
+            result = self.state.apply(batch)
         if result["status"] == "ok" and not result.get("replayed"):
             self._on_committed(batch, result)
         return result
+
+    def export(self) -> dict[str, Any]:
+        """A consistent copy of this replica's desired state (local: needs no quorum)."""
+        with self._lock:
+            return self.state.to_document()
 
     def _deserialize(self, data: dict[str, Any]) -> None:
         super()._deserialize(data)
@@ -307,6 +314,9 @@ class Replica:
     @property
     def state(self) -> DesiredState:
         return self.log.state
+
+    def export(self) -> dict[str, Any]:
+        return self.log.export()
 
     def status(self) -> dict[str, Any]:
         """What an operator needs: who leads since when, who is connected, who is behind by how much."""

@@ -127,6 +127,10 @@ class LocalLog:
                 raise
         return result
 
+    def export(self) -> dict[str, Any]:
+        with self._lock:
+            return self.state.to_document()
+
     def status(self) -> dict[str, Any]:
         state = self.state
         return {
@@ -215,6 +219,8 @@ class _ControlHandler(socketserver.StreamRequestHandler):
         try:
             if request.get("action") == "status":
                 answer = {"status": _replica.status() if _replica else None}
+            elif request.get("action") == "export":
+                answer = {"document": _replica.export()}
             else:
                 # A command may wait for a quorum (a cluster still starting); an API write never does.
                 _replica.wait_for_leader(settings.MESH_RAFT_WRITE_TIMEOUT)
@@ -278,6 +284,12 @@ class CommandLineLog:
         if "error" in answer:
             raise NoQuorum(answer["message"], answer["retry_after"])
         return answer["result"]
+
+    def export(self) -> dict[str, Any]:
+        answer = self._ask({"action": "export"}, 30)
+        if answer is None:
+            raise NoQuorum("No replica is running on this data folder; start `serve` to export its state.")
+        return answer["document"]
 
     def status(self) -> dict[str, Any]:
         answer = self._ask({"action": "status"}, 5)

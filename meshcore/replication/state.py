@@ -39,6 +39,8 @@ REFERENCES: dict[str, dict[str, tuple[str, str]]] = {
     "api_token": {"user_id": ("user", "cascade"), "tenant_id": ("group", "clear")},
 }
 
+DOCUMENT_FORMAT = "infermesh-desired-state/1"
+
 # How many idempotency keys are remembered (a retry comes within seconds; this spans hours of writes).
 IDEMPOTENCY_MEMORY = 50_000
 
@@ -81,6 +83,19 @@ class DesiredState:
         )
         return hashlib.sha256(canonical.encode()).hexdigest()
 
+    def to_document(self) -> dict[str, Any]:
+        """The desired state as a JSON document: a backup that `restore` batches bootstrap a cluster from."""
+        return {
+            "format": DOCUMENT_FORMAT,
+            "seq": self.seq,
+            "digest": self.digest(),
+            "next_id": dict(self.next_id),
+            "items": {kind: [self.items[kind][i] for i in sorted(self.items[kind])] for kind in KINDS},
+        }
+
+    def is_empty(self) -> bool:
+        return not any(self.items[kind] for kind in KINDS)
+
     # ---- changing ----------------------------------------------------------------
 
     def apply(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -92,6 +107,11 @@ class DesiredState:
         key = batch.get("key")
         if key and key in self.results:
             return {**self.results[key], "replayed": True}
+        if "restore" in batch:
+            result = self._restore(batch["restore"])
+            if key:
+                self.results[key] = result
+            return result
         if "leader" in batch:
             # A new leader announces itself; only a different replica taking over is a change.
             if batch["leader"] == self.leader:
@@ -110,6 +130,21 @@ class DesiredState:
             while len(self.results) > IDEMPOTENCY_MEMORY:
                 self.results.popitem(last=False)
         return result
+
+    def _restore(self, document: dict[str, Any]) -> dict[str, Any]:
+        """Bootstrap from a backup: only into a cluster that holds no desired state yet."""
+        if document.get("format") != DOCUMENT_FORMAT:
+            return {"status": "invalid", "message": f"Not an infermesh backup (format {document.get('format')!r})."}
+        if not self.is_empty():
+            return {
+                "status": "conflict",
+                "message": "This cluster already holds desired state; restore a backup into a fresh cluster.",
+            }
+        self.items = {kind: {item["id"]: item for item in document["items"].get(kind, [])} for kind in KINDS}
+        self.next_id = {kind: int(document["next_id"].get(kind, 1)) for kind in KINDS}
+        self.seq += 1
+        changes = [{"op": "create", "kind": kind, "item": item} for kind in KINDS for item in self.items[kind].values()]
+        return {"status": "ok", "seq": self.seq, "changes": changes, "created_ids": []}
 
     def _staged(self, ops: list[dict[str, Any]]) -> _Staging:
         staging = _Staging(self)

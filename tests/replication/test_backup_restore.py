@@ -1,0 +1,46 @@
+"""A backup of one cluster bootstraps another with the same desired state; a cluster in use refuses it."""
+
+from __future__ import annotations
+
+import json
+
+from tests.replication.cluster import Cluster
+from tests.replication.test_cluster_writes import api, wait_until
+
+
+def test_it_restores_a_backup_into_a_fresh_cluster(tmp_path):
+    source = Cluster(tmp_path / "source", size=1, redis_url=None)
+    source.start()
+    try:
+        first = source.replicas[0]
+        assert first.manage("ensure_admin").returncode == 0
+        token = first.manage("apitoken", "issue", "admin", "t").stdout.strip().splitlines()[-1]
+        for index in range(5):
+            assert api(first, token).post("/nodes/", json={"name": f"gpu-{index}", "address": "x"}).status_code == 201
+        body = {"name": "pin", "kind": "pin", "spec": {"model": "resnet", "selector": {"gpu-type": "h100"}}}
+        assert api(first, token).post("/policies/", json=body).status_code == 201
+        backup = tmp_path / "backup.json"
+        exported = first.manage("export_state", str(backup))
+        assert exported.returncode == 0, exported.stderr
+        assert backup.stat().st_mode & 0o077 == 0
+        refused = first.manage("import_state", str(backup))
+        assert refused.returncode != 0 and "fresh cluster" in refused.stderr
+    finally:
+        source.stop()
+
+    target = Cluster(tmp_path / "target", size=3, redis_url=None)
+    target.start()
+    try:
+        restored = target.replicas[1].manage("import_state", str(backup))
+        assert restored.returncode == 0, restored.stderr
+        # The old token and admin work on the new cluster; every replica has the same state.
+        for replica in target.replicas:
+            assert wait_until(lambda r=replica: api(r, token).get("/nodes/").status_code == 200), replica.name
+            assert api(replica, token).get("/nodes/").json()["count"] == 5
+            assert api(replica, token).get("/policies/pin/").json()["spec"]["selector"] == {"gpu-type": "h100"}
+        again = tmp_path / "again.json"
+        assert target.replicas[2].manage("export_state", str(again)).returncode == 0
+        items = json.loads(again.read_text())["items"]
+        assert items == json.loads(backup.read_text())["items"]
+    finally:
+        target.stop()
