@@ -9,7 +9,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from meshcore.replication.service import current_status
+from meshcore.replication.raft import NoQuorum
+from meshcore.replication.service import change_membership, current_status
 
 
 class ClusterPeerSerializer(serializers.Serializer):
@@ -45,3 +46,40 @@ class ClusterView(APIView):
     @extend_schema(responses=ClusterSerializer, operation_id="cluster_status")
     def get(self, request: Request) -> Response:
         return Response(current_status())
+
+
+class ClusterMemberSerializer(serializers.Serializer):
+    address = serializers.RegexField(
+        r"^[^\s:/]+:\d{1,5}$",
+        help_text="The replica's MESH_RAFT_ADDRESS.",
+        error_messages={"invalid": "Use HOST:PORT."},
+    )
+
+
+def _change(change: str, address: str) -> Response:
+    try:
+        return Response(change_membership(change, address))
+    except NoQuorum as error:
+        return Response({"detail": str(error)}, status=503, headers={"Retry-After": str(error.retry_after)})
+    except ValueError as error:
+        return Response({"detail": str(error)}, status=409)
+
+
+class ClusterMembersView(APIView):
+    """Add a replica to the running cluster (start it first with MESH_RAFT_PEERS = every member)."""
+
+    @extend_schema(request=ClusterMemberSerializer, responses=ClusterSerializer, operation_id="cluster_member_add")
+    def post(self, request: Request) -> Response:
+        member = ClusterMemberSerializer(data=request.data)
+        member.is_valid(raise_exception=True)
+        return _change("add", member.validated_data["address"])
+
+
+class ClusterMemberView(APIView):
+    """Remove a replica from the cluster, one at a time."""
+
+    @extend_schema(responses=ClusterSerializer, operation_id="cluster_member_remove")
+    def delete(self, request: Request, address: str) -> Response:
+        member = ClusterMemberSerializer(data={"address": address})
+        member.is_valid(raise_exception=True)
+        return _change("remove", address)

@@ -2,7 +2,7 @@ from django.urls import path
 from rest_framework.routers import DefaultRouter
 
 from meshcore.api import views
-from meshcore.api.cluster import ClusterView
+from meshcore.api.cluster import ClusterMembersView, ClusterMemberView, ClusterView
 
 router = DefaultRouter(trailing_slash=True)
 router.register("nodes", views.NodeViewSet, basename="node")
@@ -14,4 +14,9 @@ router.register("gpus", views.GpuViewSet, basename="gpu")
 router.register("instances", views.ModelInstanceViewSet, basename="instance")
 router.register("events", views.EventViewSet, basename="event")
 
-urlpatterns = [path("cluster/", ClusterView.as_view(), name="cluster"), *router.urls]
+urlpatterns = [
+    path("cluster/", ClusterView.as_view(), name="cluster"),
+    path("cluster/members/", ClusterMembersView.as_view(), name="cluster-members"),
+    path("cluster/members/<str:address>/", ClusterMemberView.as_view(), name="cluster-member"),
+    *router.urls,
+]

@@ -219,6 +219,8 @@ class Replica:
             leaderFallbackTimeout=3.0,
             logCompactionMinEntries=self.settings.snapshot_entries,
             logCompactionMinTime=600,
+            # Replicas join and leave a running cluster one at a time (manage.py cluster_member, the API).
+            dynamicMembershipChange=True,
             onStateChanged=self._state_changed,
             onReady=self._caught_up.set,
         )
@@ -308,6 +310,36 @@ class Replica:
                 retry_after=1,
             )
         return result
+
+    def change_membership(self, action: str, address: str, timeout: float | None = None) -> None:
+        """Add or remove one replica through the log; raises NoQuorum or ValueError when refused."""
+        timeout = timeout or self.settings.write_timeout
+        sync_obj = self._sync_obj
+        if sync_obj is None or not sync_obj.hasQuorum:
+            raise NoQuorum("No quorum: the membership of the cluster cannot change now.")
+        members = {node.address for node in sync_obj.otherNodes} | {self.settings.address}
+        if action == "add" and address in members:
+            raise ValueError(f"{address} is already a member of the cluster.")
+        if action == "remove" and address not in members:
+            raise ValueError(f"{address} is not a member of the cluster.")
+        done = threading.Event()
+        outcome: dict[str, Any] = {}
+
+        def on_result(result: Any, error: int) -> None:
+            outcome["error"] = error
+            done.set()
+
+        change = sync_obj.addNodeToCluster if action == "add" else sync_obj.removeNodeFromCluster
+        change(address, callback=on_result)
+        if not done.wait(timeout):
+            raise NoQuorum(f"The membership change was not committed within {timeout:.0f} s.", retry_after=1)
+        if outcome["error"] != FAIL_REASON.SUCCESS:
+            raise NoQuorum(
+                f"The membership change was refused ({_fail_reason(outcome['error'])}); another change may still be "
+                "in progress: change one replica at a time.",
+                retry_after=2,
+            )
+        logger.info("cluster membership: %s %s", "added" if action == "add" else "removed", address)
 
     # ---- observing -----------------------------------------------------------------
 

@@ -201,6 +201,17 @@ def current_log() -> Log:
     return CommandLineLog()
 
 
+def change_membership(change: str, address: str) -> dict[str, Any]:
+    """Add or remove a replica through this process's replica (or the one on this host)."""
+    log = current_log()
+    if isinstance(log, LocalLog):
+        raise ValueError("This process replicates nothing (MESH_REPLICATION=local): there is no cluster to change.")
+    if isinstance(log, Replica):
+        log.change_membership(change, address)
+        return log.status()
+    return log.change_membership(change, address)
+
+
 def current_status() -> dict[str, Any]:
     """This replica's view of the cluster (the running replica's, when asked from a command)."""
     return current_log().status()
@@ -221,12 +232,17 @@ class _ControlHandler(socketserver.StreamRequestHandler):
                 answer = {"status": _replica.status() if _replica else None}
             elif request.get("action") == "export":
                 answer = {"document": _replica.export()}
+            elif request.get("action") == "membership":
+                _replica.change_membership(request["change"], request["address"])
+                answer = {"status": _replica.status()}
             else:
                 # A command may wait for a quorum (a cluster still starting); an API write never does.
                 _replica.wait_for_leader(settings.MESH_RAFT_WRITE_TIMEOUT)
                 answer = {"result": _replica.propose(request["batch"])}
         except NoQuorum as error:
             answer = {"error": "no_quorum", "message": str(error), "retry_after": error.retry_after}
+        except ValueError as error:
+            answer = {"error": "invalid", "message": str(error), "retry_after": 0}
         self.wfile.write(json.dumps(answer, default=str).encode() + b"\n")
 
 
@@ -290,6 +306,16 @@ class CommandLineLog:
         if answer is None:
             raise NoQuorum("No replica is running on this data folder; start `serve` to export its state.")
         return answer["document"]
+
+    def change_membership(self, change: str, address: str) -> dict[str, Any]:
+        answer = self._ask({"action": "membership", "change": change, "address": address}, 60)
+        if answer is None:
+            raise NoQuorum("No replica is running on this data folder; start `serve` first.")
+        if answer.get("error") == "invalid":
+            raise ValueError(answer["message"])
+        if "error" in answer:
+            raise NoQuorum(answer["message"], answer["retry_after"])
+        return answer["status"]
 
     def status(self) -> dict[str, Any]:
         answer = self._ask({"action": "status"}, 5)

@@ -107,25 +107,42 @@ def drop_database(url: str | None) -> None:
 
 class Cluster:
     def __init__(self, root: Path, size: int = 3, redis_url: str | None = REDIS_URL, **extra_env: str) -> None:
-        addresses = [f"127.0.0.1:{free_port()}" for _ in range(size)]
+        self.root = root
         self.static_root = root / "static"
-        self.replicas: list[ReplicaProcess] = []
-        for index, address in enumerate(addresses):
-            data_dir = root / f"replica{index}"
-            data_dir.mkdir(parents=True, exist_ok=True)
-            env = clean_env(
-                data_dir,
-                SECRET_KEY=TEST_SECRET,
-                MESH_RAFT_ADDRESS=address,
-                MESH_RAFT_PEERS=",".join(a for a in addresses if a != address),
-                MESH_RAFT_PASSWORD=RAFT_PASSWORD,
-                MESH_LOG_FORMAT="json",
-                STATIC_ROOT=str(self.static_root),
-                **({"REDIS_URL": redis_url} if redis_url else {}),
-                **({"DATABASE_URL": url} if (url := replica_database_url()) else {}),
-                **extra_env,
-            )
-            self.replicas.append(ReplicaProcess(f"replica{index}", data_dir, address, free_port(), env))
+        self.redis_url = redis_url
+        self.extra_env = extra_env
+        addresses = [f"127.0.0.1:{free_port()}" for _ in range(size)]
+        self.replicas = [
+            self._replica(index, address, [a for a in addresses if a != address])
+            for index, address in enumerate(addresses)
+        ]
+
+    def _replica(self, index: int, address: str, peers: list[str]) -> ReplicaProcess:
+        data_dir = self.root / f"replica{index}"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        env = clean_env(
+            data_dir,
+            SECRET_KEY=TEST_SECRET,
+            MESH_RAFT_ADDRESS=address,
+            MESH_RAFT_PEERS=",".join(peers),
+            MESH_RAFT_PASSWORD=RAFT_PASSWORD,
+            MESH_LOG_FORMAT="json",
+            STATIC_ROOT=str(self.static_root),
+            **({"REDIS_URL": self.redis_url} if self.redis_url else {}),
+            **({"DATABASE_URL": url} if (url := replica_database_url()) else {}),
+            **self.extra_env,
+        )
+        return ReplicaProcess(f"replica{index}", data_dir, address, free_port(), env)
+
+    def new_replica(self) -> ReplicaProcess:
+        """A replica to join this cluster: migrated and started with every current member as its peers."""
+        replica = self._replica(len(self.replicas), f"127.0.0.1:{free_port()}", [r.raft_address for r in self.replicas])
+        result = replica.manage("migrate", "--noinput")
+        assert result.returncode == 0, result.stderr
+        self.replicas.append(replica)
+        replica.start()
+        replica.wait_http()
+        return replica
 
     def start(self) -> None:
         collected = self.replicas[0].manage("collectstatic", "--noinput")

@@ -1,0 +1,33 @@
+"""`manage.py cluster_member add|remove HOST:PORT`: change the Raft group one replica at a time."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from meshcore.replication.raft import NoQuorum
+from meshcore.replication.service import change_membership
+
+
+class Command(BaseCommand):
+    help = (
+        "Add a replica (start it first with MESH_RAFT_PEERS = every current member) or remove one. "
+        "Then update MESH_RAFT_PEERS on every replica so their next restart agrees."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("change", choices=["add", "remove"])
+        parser.add_argument("address", help="The replica's MESH_RAFT_ADDRESS, HOST:PORT.")
+
+    def handle(self, *args: Any, change: str, address: str, **options: Any) -> None:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise CommandError(f"{address!r} is not HOST:PORT.")
+        try:
+            status = change_membership(change, address)
+        except (NoQuorum, ValueError) as error:
+            raise CommandError(str(error)) from None
+        members = sorted([status["self"], *(peer["address"] for peer in status["peers"])])
+        self.stdout.write(f"{'Added' if change == 'add' else 'Removed'} {address}. Members now: {json.dumps(members)}")
