@@ -32,6 +32,7 @@ from meshcore.policy_specs import SpecError, validate_spec
 from meshcore.replication.projection import DESIRED_FIELDS
 from meshcore.replication.raft import NoQuorum
 from meshcore.replication.service import LocalLog, current_log
+from meshcore.replication.state import LOG_FORMAT
 from meshcore.tokens import new_api_token, new_node_token
 
 ModelT = TypeVar("ModelT", bound=models.Model)
@@ -157,7 +158,7 @@ def _commit(
     if connection.in_atomic_block and not isinstance(log, LocalLog):
         # The projection is written by another thread; a transaction held here would hide it or block it.
         raise RuntimeError("meshcore.registry writes wait for the Raft commit; call them outside transaction.atomic().")
-    batch = {"key": _batch_key(actor), "actor": actor_name(actor), "ops": ops, "events": events}
+    batch = {"format": LOG_FORMAT, "key": _batch_key(actor), "actor": actor_name(actor), "ops": ops, "events": events}
     try:
         result = log.propose(batch)
     except NoQuorum as error:
@@ -878,6 +879,7 @@ def restore_state(*, actor: Actor, document: dict[str, Any]) -> dict[str, Any]:
         raise InvalidChange({"document": ["Not an infermesh backup: expected the JSON that export_state writes."]})
     counts = {kind: len(items) for kind, items in document["items"].items()}
     batch = {
+        "format": LOG_FORMAT,
         "key": _batch_key(actor),
         "actor": actor_name(actor),
         "restore": document,

@@ -26,7 +26,7 @@ from cryptography.fernet import InvalidToken
 from django.db import close_old_connections
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
 
-from meshcore.replication.state import DesiredState
+from meshcore.replication.state import LOG_FORMAT, DesiredState
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,8 @@ class RegistryLog(SyncObjConsumer):
     def apply_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
             result = self.state.apply(batch)
+        if result["status"] == "unsupported":
+            logger.critical("%s; this replica's state no longer follows the cluster", result["message"])
         if result["status"] == "ok" and not result.get("replayed"):
             self._on_committed(batch, result)
         return result
@@ -432,6 +434,7 @@ class Replica:
             return
         term = self._sync_obj.raftCurrentTerm if self._sync_obj else None
         announcement = {
+            "format": LOG_FORMAT,
             "key": f"leader:{self.settings.address}:{term}",
             "actor": "raft",
             "leader": self.settings.address,

@@ -41,6 +41,12 @@ REFERENCES: dict[str, dict[str, tuple[str, str]]] = {
 
 DOCUMENT_FORMAT = "infermesh-desired-state/1"
 
+# The format of log entries this release writes and reads. A release that changes the shape of
+# batches raises it and adds an upgrader from the previous format, so entries written by older
+# releases, in journals and snapshots, keep applying the same way on every replica.
+LOG_FORMAT = 1
+UPGRADES: dict[int, Any] = {}  # format n -> function turning a format-n batch into format n + 1
+
 # How many idempotency keys are remembered (a retry comes within seconds; this spans hours of writes).
 IDEMPOTENCY_MEMORY = 50_000
 
@@ -104,6 +110,17 @@ class DesiredState:
         A batch whose idempotency key was seen returns the first result again and changes
         nothing, so a client that timed out can retry safely.
         """
+        batch_format = batch.get("format", 1)  # entries from before formats were numbered are format 1
+        if batch_format > LOG_FORMAT:
+            # Applying what this release does not understand would make the replicas disagree.
+            return {
+                "status": "unsupported",
+                "message": f"Log entry format {batch_format} is newer than this release reads ({LOG_FORMAT}): "
+                "upgrade this replica.",
+            }
+        while batch_format < LOG_FORMAT:
+            batch = UPGRADES[batch_format](batch)
+            batch_format += 1
         key = batch.get("key")
         if key and key in self.results:
             return {**self.results[key], "replayed": True}

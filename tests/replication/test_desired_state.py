@@ -96,3 +96,31 @@ def test_it_lets_an_operation_refer_to_an_item_created_earlier_in_the_batch():
     assert state.get("node_token", 1)["node_id"] == 1
     bad = state.apply(batch(create("node_token", node_id={"$ref": 5}, digest="e")))
     assert bad["status"] == "invalid"
+
+
+def test_it_reads_entries_written_before_formats_were_numbered():
+    state = DesiredState()
+    assert state.apply({"key": "old", "ops": [create("node", name="gpu-a")]})["status"] == "ok"
+
+
+def test_it_refuses_entries_newer_than_it_reads_and_changes_nothing():
+    state = DesiredState()
+    result = state.apply({"format": 99, "key": "new", "ops": [create("node", name="gpu-a")]})
+    assert result["status"] == "unsupported"
+    assert "upgrade this replica" in result["message"]
+    assert state.seq == 0 and state.is_empty()
+
+
+def test_it_upgrades_older_entries_before_applying_them(monkeypatch):
+    from meshcore.replication import state as state_module
+
+    def rename_hosts(batch):  # a made-up format 1 -> 2 change: "host" became "node"
+        ops = [{**op, "kind": "node" if op["kind"] == "host" else op["kind"]} for op in batch["ops"]]
+        return {**batch, "ops": ops, "format": 2}
+
+    monkeypatch.setattr(state_module, "LOG_FORMAT", 2)
+    monkeypatch.setitem(state_module.UPGRADES, 1, rename_hosts)
+    state = DesiredState()
+    result = state.apply({"format": 1, "key": "k", "ops": [create("host", name="gpu-a")]})
+    assert result["status"] == "ok"
+    assert state.find("node", name="gpu-a") is not None
