@@ -1,4 +1,8 @@
-"""Events: one row per change to the mesh, published to the channel layer once committed."""
+"""Events: one row per change to the mesh, published to the channel layer once committed.
+
+Changes to desired state carry their events in their log batch; each replica's projection
+stores them (`record_batch_events`) and the first replica to project a batch publishes them.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +11,12 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.db import transaction
 
 from meshcore.models import Event, Node
 
 logger = logging.getLogger(__name__)
 
 EVENTS_GROUP = "mesh.events"
-
-
-def record_event(event_type: str, *, node: Node | None = None, actor: str = "", data: dict | None = None) -> Event:
-    """Store the event in the current transaction and publish it only if that commits."""
-    event = Event.objects.create(
-        type=event_type, node=node, node_name=node.name if node else "", actor=actor, data=data or {}
-    )
-    transaction.on_commit(lambda: publish_event(event))
-    return event
 
 
 def event_message(event: Event) -> dict[str, Any]:

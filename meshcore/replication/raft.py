@@ -60,15 +60,20 @@ class RegistryLog(SyncObjConsumer):
         self._on_committed = on_committed
         self._on_restored = on_restored
         self._lock = threading.Lock()  # an export sees the state between batches, never inside one
+        self.halted_by: str | None = None  # set when an entry is too new for this release
         super().__init__()
         self.state = DesiredState()
 
     @replicated
     def apply_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        if self.halted_by:
+            # Everything after an entry this release cannot read would be applied to the wrong state.
+            return {"status": "unsupported", "message": self.halted_by}
         with self._lock:
             result = self.state.apply(batch)
         if result["status"] == "unsupported":
-            logger.critical("%s; this replica's state no longer follows the cluster", result["message"])
+            self.halted_by = result["message"]
+            logger.critical("%s; this replica stops following the cluster until it is upgraded", result["message"])
         if result["status"] == "ok" and not result.get("replayed"):
             self._on_committed(batch, result)
         return result
@@ -284,6 +289,8 @@ class Replica:
         sync_obj = self._sync_obj
         if sync_obj is None:
             raise NoQuorum("This replica is not running.")
+        if self.log.halted_by:
+            raise NoQuorum(f"This replica cannot follow the cluster: {self.log.halted_by}", retry_after=60)
         if not sync_obj.hasQuorum or sync_obj._getLeader() is None:
             raise NoQuorum(
                 "No quorum: fewer than a majority of the control-plane replicas are reachable, so the change "

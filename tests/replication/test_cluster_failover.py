@@ -62,10 +62,11 @@ def node_names(replica, token) -> set[str]:
 def assert_converged(cluster: Cluster, token: str, acknowledged: list[str]) -> None:
     def converged() -> bool:
         try:
-            digests = {api(r, token).get("/cluster/").json()["digest"] for r in cluster.replicas}
+            views = [api(r, token).get("/cluster/").json() for r in cluster.replicas]
         except (httpx.HTTPError, ValueError):
             return False
-        return len(digests) == 1
+        # The same state everywhere, and every database has applied all of it.
+        return len({v["digest"] for v in views}) == 1 and all(v["projected_seq"] == v["state_seq"] for v in views)
 
     assert wait_until(converged, timeout=30), "replicas did not reach the same state"
     for replica in cluster.replicas:
@@ -93,16 +94,14 @@ def test_a_killed_leader_is_replaced_and_loses_no_acknowledged_write(cluster, to
     assert wait_until(lambda: len(writer.acknowledged) >= 10, timeout=20)
     old_leader = cluster.wait_for_leader()
     old_leader.kill()
-    killed_at = time.monotonic()
-    new_leader = cluster.wait_for_leader(timeout=15)
-    elected_after = time.monotonic() - killed_at
+    # How fast is for benchmarks/replication.py; here only that a new leader takes over.
+    new_leader = cluster.wait_for_leader(timeout=30)
     assert new_leader is not old_leader
     count = len(writer.acknowledged)
     assert wait_until(lambda: len(writer.acknowledged) > count + 5, timeout=15), "writes did not resume"
     old_leader.start()
     old_leader.wait_http()
     writer.stop()
-    assert elected_after < 10
     assert_converged(cluster, token, writer.acknowledged)
 
 
