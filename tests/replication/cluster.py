@@ -3,13 +3,16 @@ its own data folder (SQLite database, Raft journal), one shared password and one
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -190,3 +193,75 @@ class Cluster:
     def followers(self) -> list[ReplicaProcess]:
         leader = self.wait_for_leader()
         return [r for r in self.running() if r is not leader]
+
+
+def api(replica: ReplicaProcess, token: str) -> httpx.Client:
+    return httpx.Client(base_url=f"{replica.url}/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=15)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+class Writer(threading.Thread):
+    """Creates nodes round-robin on the running replicas; remembers which were acknowledged."""
+
+    def __init__(self, cluster: Cluster, token: str, prefix: str) -> None:
+        super().__init__(daemon=True)
+        self.cluster, self.token, self.prefix = cluster, token, prefix
+        self.acknowledged: list[str] = []
+        self.refused = 0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        for number in itertools.count():
+            if self._halt.is_set():
+                return
+            running = self.cluster.running()
+            if not running:
+                time.sleep(0.05)
+                continue
+            name = f"{self.prefix}-{number}"
+            try:
+                answer = api(running[number % len(running)], self.token).post(
+                    "/nodes/", json={"name": name, "address": "10.9.0.1"}, headers={"Idempotency-Key": f"key-{name}"}
+                )
+            except httpx.HTTPError:
+                self.refused += 1
+                continue
+            if answer.status_code == 201:
+                self.acknowledged.append(name)
+            else:
+                self.refused += 1
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=30)
+
+
+def node_names(replica, token) -> set[str]:
+    answer = api(replica, token).get("/nodes/", params={"page_size": 1000})
+    if answer.status_code != 200:  # e.g. a joining replica that does not know the token yet
+        return set()
+    return {node["name"] for node in answer.json()["results"]}
+
+
+def assert_converged(cluster: Cluster, token: str, acknowledged: list[str]) -> None:
+    def converged() -> bool:
+        try:
+            views = [api(r, token).get("/cluster/").json() for r in cluster.running()]
+        except (httpx.HTTPError, ValueError):
+            return False
+        # The same state everywhere, and every database has applied all of it.
+        return len({v["digest"] for v in views}) == 1 and all(v["projected_seq"] == v["state_seq"] for v in views)
+
+    assert wait_until(converged, timeout=30), "replicas did not reach the same state"
+    for replica in cluster.running():
+        missing = set(acknowledged) - node_names(replica, token)
+        assert not missing, f"{replica.name} lost acknowledged writes: {sorted(missing)[:5]}"

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.replication.cluster import Cluster
-from tests.replication.test_cluster_writes import api, wait_until
+from tests.replication.cluster import Cluster, api, wait_until
 
 
 def test_it_restores_a_backup_into_a_fresh_cluster(tmp_path):

@@ -6,72 +6,9 @@ replica's state and all digests must be equal.
 
 from __future__ import annotations
 
-import itertools
-import threading
-import time
-
-import httpx
 import pytest
 
-from tests.replication.cluster import Cluster
-from tests.replication.test_cluster_writes import api, wait_until
-
-
-class Writer(threading.Thread):
-    """Creates nodes round-robin on the running replicas; remembers which were acknowledged."""
-
-    def __init__(self, cluster: Cluster, token: str, prefix: str) -> None:
-        super().__init__(daemon=True)
-        self.cluster, self.token, self.prefix = cluster, token, prefix
-        self.acknowledged: list[str] = []
-        self.refused = 0
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        for number in itertools.count():
-            if self._halt.is_set():
-                return
-            running = self.cluster.running()
-            if not running:
-                time.sleep(0.05)
-                continue
-            name = f"{self.prefix}-{number}"
-            try:
-                answer = api(running[number % len(running)], self.token).post(
-                    "/nodes/", json={"name": name, "address": "10.9.0.1"}, headers={"Idempotency-Key": f"key-{name}"}
-                )
-            except httpx.HTTPError:
-                self.refused += 1
-                continue
-            if answer.status_code == 201:
-                self.acknowledged.append(name)
-            else:
-                self.refused += 1
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(timeout=30)
-
-
-def node_names(replica, token) -> set[str]:
-    answer = api(replica, token).get("/nodes/", params={"page_size": 1000})
-    return {node["name"] for node in answer.json()["results"]}
-
-
-def assert_converged(cluster: Cluster, token: str, acknowledged: list[str]) -> None:
-    def converged() -> bool:
-        try:
-            views = [api(r, token).get("/cluster/").json() for r in cluster.replicas]
-        except (httpx.HTTPError, ValueError):
-            return False
-        # The same state everywhere, and every database has applied all of it.
-        return len({v["digest"] for v in views}) == 1 and all(v["projected_seq"] == v["state_seq"] for v in views)
-
-    assert wait_until(converged, timeout=30), "replicas did not reach the same state"
-    for replica in cluster.replicas:
-        missing = set(acknowledged) - node_names(replica, token)
-        assert not missing, f"{replica.name} lost acknowledged writes: {sorted(missing)[:5]}"
+from tests.replication.cluster import Cluster, Writer, assert_converged, wait_until
 
 
 @pytest.fixture(scope="module")

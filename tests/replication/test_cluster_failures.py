@@ -8,8 +8,7 @@ import time
 import pytest
 from channels_redis.core import RedisChannelLayer
 
-from tests.replication.cluster import REDIS_URL, Cluster
-from tests.replication.test_cluster_writes import api, wait_until
+from tests.replication.cluster import REDIS_URL, Cluster, Writer, api, assert_converged, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +87,9 @@ def test_a_restarted_replica_replays_its_journal_without_repeating_events(cluste
 
 def test_without_quorum_writes_get_503_and_nothing_is_written(cluster, token):
     survivor, *lost = cluster.replicas
+    writer = Writer(cluster, token, "quorum")
+    writer.start()
+    assert wait_until(lambda: len(writer.acknowledged) >= 5, timeout=20)
     for replica in lost:
         replica.kill()
     assert wait_until(lambda: not api(survivor, token).get("/cluster/").json()["has_quorum"], timeout=15)
@@ -109,6 +111,11 @@ def test_without_quorum_writes_get_503_and_nothing_is_written(cluster, token):
         "/policies/", json={"name": "after-quorum", "kind": "quota", "spec": {"scope": "global", "max_concurrent": 1}}
     )
     assert resumed.status_code == 201
+    count = len(writer.acknowledged)
+    assert wait_until(lambda: len(writer.acknowledged) > count + 3, timeout=20), "writes did not resume"
+    writer.stop()
+    assert writer.refused > 0  # the writer met the lost quorum too
+    assert_converged(cluster, token, writer.acknowledged)
     for replica in cluster.replicas:
         assert api(replica, token).get("/policies/no-quorum/").status_code == 404
 

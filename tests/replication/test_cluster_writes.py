@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import httpx
 import pytest
 
-from tests.replication.cluster import Cluster
+from tests.replication.cluster import Cluster, api, wait_until
 
 ADMIN_PASSWORD = "an-admin-password-for-tests"
 
@@ -30,19 +29,6 @@ def token(cluster):
     issued = cluster.replicas[1].manage("apitoken", "issue", "admin", "tests")
     assert issued.returncode == 0, issued.stderr
     return issued.stdout.strip().splitlines()[-1]
-
-
-def api(replica, token):
-    return httpx.Client(base_url=f"{replica.url}/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=15)
-
-
-def wait_until(condition, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_it_shows_a_write_made_on_a_follower_on_every_replica(cluster, token):

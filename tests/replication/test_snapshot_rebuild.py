@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.replication.cluster import Cluster
-from tests.replication.test_cluster_writes import api, wait_until
+from tests.replication.cluster import Cluster, api, wait_until
 
 
 def test_it_rebuilds_a_lost_database_from_a_snapshot(tmp_path):
