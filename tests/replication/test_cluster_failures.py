@@ -127,6 +127,8 @@ def test_a_replica_with_the_wrong_password_is_refused_and_logged(cluster, tmp_pa
         MESH_RAFT_PASSWORD="not-the-cluster-password-at-all",
     )
     assert intruder.manage("migrate", "--noinput").returncode == 0
+    writer = Writer(cluster, token, "intruded")
+    writer.start()
     intruder.start()
     try:
         intruder.wait_http()
@@ -139,7 +141,10 @@ def test_a_replica_with_the_wrong_password_is_refused_and_logged(cluster, tmp_pa
         assert wait_until(lambda: "encrypted handshake never completes" in intruder.log(), timeout=30)
     finally:
         intruder.kill()
-    # The cluster went on committing throughout.
+        writer.stop()
+    # The cluster went on committing throughout, and nothing of the intruder got in.
+    assert len(writer.acknowledged) > 5
+    assert_converged(cluster, token, writer.acknowledged)
     assert (
         api(cluster.replicas[0], token).post("/nodes/", json={"name": "gpu-after-intruder", "address": "x"}).status_code
         == 201
