@@ -429,8 +429,9 @@ class Replica:
             logger.warning("raft peer %s is unreachable (is it running?)", address)
             return
         logger.error(
-            "raft peer %s accepts connections but the encrypted handshake never completes: the two replicas "
-            "have different MESH_RAFT_PASSWORD values (or %s is not an infermesh replica)",
+            "raft peer %s accepts connections but never completes the encrypted handshake: the two replicas have "
+            "different MESH_RAFT_PASSWORD values, or %s does not count this replica as a member (see "
+            "cluster_member add), or it is not an infermesh replica",
             address,
             address,
         )
