@@ -244,6 +244,7 @@ MESH_RAFT_DIR = Path(env_str("MESH_RAFT_DIR") or MESH_DATA_DIR / "raft")
 MESH_RAFT_STORAGE = env_choice("MESH_RAFT_STORAGE", "disk", ("disk", "memory"))
 MESH_RAFT_WRITE_TIMEOUT = env_int("MESH_RAFT_WRITE_TIMEOUT", 10, minimum=1, maximum=300)
 MESH_RAFT_SNAPSHOT_ENTRIES = env_int("MESH_RAFT_SNAPSHOT_ENTRIES", 20_000, minimum=10)
+MESH_RAFT_PROFILE = env_choice("MESH_RAFT_PROFILE", "tuned", ("tuned", "pysyncobj-defaults"))
 for _address in [MESH_RAFT_ADDRESS, *MESH_RAFT_PEERS]:
     _host, _, _port = _address.rpartition(":")
     if not _host or not _port.isdigit():

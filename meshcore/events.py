@@ -31,15 +31,21 @@ def event_message(event: Event) -> dict[str, Any]:
     }
 
 
-def publish_event(event: Event) -> None:
+def publish_events(events: list[Event]) -> None:
     """Best effort: a channel layer that is down must not undo a committed change."""
     layer = get_channel_layer()
-    if layer is None:
+    if layer is None or not events:
         return
+
+    async def send_all() -> None:
+        for event in events:
+            await layer.group_send(EVENTS_GROUP, event_message(event))
+
     try:
-        async_to_sync(layer.group_send)(EVENTS_GROUP, event_message(event))
+        # One hop into async for the whole batch: each async_to_sync call costs a thread handoff.
+        async_to_sync(send_all)()
     except Exception:
-        logger.warning("could not publish event %s %s to the channel layer", event.pk, event.type, exc_info=True)
+        logger.warning("could not publish %d event(s) to the channel layer", len(events), exc_info=True)
 
 
 def record_batch_events(batch: dict[str, Any], result: dict[str, Any]) -> list[Event]:

@@ -145,24 +145,44 @@ def _permissions(names: list[str]) -> list[Permission]:
     return [p for p in found if (p.content_type.app_label, p.codename) in wanted]
 
 
-def apply_changes(changes: list[dict[str, Any]]) -> None:
-    """Write one batch's changes to the tables (the caller holds the transaction)."""
+def apply_changes(changes: list[dict[str, Any]], *, upsert: bool = False) -> None:
+    """Write one batch's changes to the tables (the caller holds the transaction).
+
+    A create is one INSERT and an update one UPDATE of the changed columns: this runs for every
+    write on every replica. `upsert` is for rebuilding, where rows may already exist.
+    """
     models_by_kind = kind_models()
     with projecting():
         for change in changes:
-            kind, item = change["kind"], change["item"]
+            kind, item, op = change["kind"], change["item"], change["op"]
             model = models_by_kind[kind]
-            if change["op"] == "delete":
+            if op == "unchanged":
+                continue
+            if op == "delete":
                 model.objects.filter(pk=item["id"]).delete()
                 continue
-            if change["op"] == "unchanged":
-                continue
-            row, _ = model.objects.update_or_create(pk=item["id"], defaults=_column_values(model, kind, item))
-            if kind == "user":
-                row.groups.set(item.get("group_ids", []))
-                row.user_permissions.set(_permissions(item.get("permissions", [])))
-            elif kind == "group":
-                row.permissions.set(_permissions(item.get("permissions", [])))
+            values = _column_values(model, kind, item)
+            if upsert:
+                model.objects.update_or_create(pk=item["id"], defaults=values)
+            elif op == "create":
+                model(pk=item["id"], **values).save(force_insert=True)
+            else:
+                # The state bumps `version` on every update without listing it as changed.
+                changed = set(change.get("changed", DESIRED_FIELDS[kind])) | {"version"}
+                model.objects.filter(pk=item["id"]).update(**{k: v for k, v in values.items() if k in changed})
+            _apply_memberships(kind, item, op, change.get("changed"), upsert)
+
+
+def _apply_memberships(kind: str, item: dict[str, Any], op: str, changed: list[str] | None, upsert: bool) -> None:
+    fields = {"user": ("group_ids", "permissions"), "group": ("permissions",)}.get(kind, ())
+    if not fields or not (upsert or op == "create" or set(changed or fields) & set(fields)):
+        return
+    row = kind_models()[kind].objects.get(pk=item["id"])
+    if kind == "user":
+        row.groups.set(item.get("group_ids", []))
+        row.user_permissions.set(_permissions(item.get("permissions", [])))
+    else:
+        row.permissions.set(_permissions(item.get("permissions", [])))
 
 
 def rebuild(state: DesiredState) -> None:
@@ -172,7 +192,9 @@ def rebuild(state: DesiredState) -> None:
         for kind in reversed(KINDS):
             models_by_kind[kind].objects.exclude(pk__in=list(state.items[kind])).delete()
         for kind in KINDS:
-            apply_changes([{"op": "create", "kind": kind, "item": item} for item in state.items[kind].values()])
+            apply_changes(
+                [{"op": "create", "kind": kind, "item": item} for item in state.items[kind].values()], upsert=True
+            )
 
 
 def state_from_database() -> DesiredState:

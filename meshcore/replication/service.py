@@ -49,22 +49,24 @@ class DatabaseProjection:
         self.applied.advance(row.applied_seq if row else 0)
 
     def apply_committed(self, batch: dict[str, Any], result: dict[str, Any]) -> None:
-        from meshcore.events import publish_event, record_batch_events
+        from meshcore.events import publish_events, record_batch_events
         from meshcore.models import ProjectionState
 
         seq = result["seq"]
         if seq <= self.applied.value:
             return  # replayed from the journal at start: already in this database
         with transaction.atomic():
-            row, _ = ProjectionState.objects.select_for_update().get_or_create(pk=1)
-            if seq <= row.applied_seq:
-                self.applied.advance(row.applied_seq)
-                return
+            # Claim the sequence number first: a batch this database already has changes nothing.
+            claimed = ProjectionState.objects.filter(pk=1, applied_seq__lt=seq).update(
+                applied_seq=seq, updated_at=timezone.now()
+            )
+            if not claimed:
+                row, created = ProjectionState.objects.get_or_create(pk=1, defaults={"applied_seq": seq})
+                if not created:
+                    self.applied.advance(row.applied_seq)
+                    return
             apply_changes(result["changes"])
             events = record_batch_events(batch, result)
-            row.applied_seq = seq
-            row.updated_at = timezone.now()
-            row.save(update_fields=["applied_seq", "updated_at"])
         self.applied.advance(seq)
         # Several replicas may share one channel layer: the first to project a change announces it.
         if (
@@ -72,8 +74,7 @@ class DatabaseProjection:
             and result.get("announce", True)
             and cache.add(f"infermesh:event-published:{batch.get('key')}:{seq}", 1, timeout=3600)
         ):
-            for event in events:
-                publish_event(event)
+            publish_events(events)
 
     def rebuild_from(self, state: DesiredState) -> None:
         from meshcore.models import ProjectionState
@@ -246,6 +247,12 @@ class _ControlHandler(socketserver.StreamRequestHandler):
         self.wfile.write(json.dumps(answer, default=str).encode() + b"\n")
 
 
+class _ControlSocketServer(socketserver.ThreadingUnixStreamServer):
+    # The default backlog of 5 refuses a burst of concurrent commands with EAGAIN.
+    request_queue_size = 128
+    daemon_threads = True
+
+
 class ControlServer:
     """Owner-only Unix socket through which this host's management commands reach the replica."""
 
@@ -261,7 +268,7 @@ class ControlServer:
             self.path.unlink()
         old_umask = os.umask(0o177)
         try:
-            self._server = socketserver.ThreadingUnixStreamServer(str(self.path), _ControlHandler)
+            self._server = _ControlSocketServer(str(self.path), _ControlHandler)
         finally:
             os.umask(old_umask)
         self._server.daemon_threads = True
@@ -290,6 +297,8 @@ class CommandLineLog:
                 reply = connection.makefile("rb").readline()
         except (ConnectionRefusedError, FileNotFoundError):
             return None  # a socket left behind by a replica that is gone
+        except (BlockingIOError, TimeoutError) as error:
+            raise NoQuorum(f"The replica on this host did not take the request ({error}); retry.", 1) from None
         return json.loads(reply)
 
     def propose(self, batch: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:

@@ -1,0 +1,99 @@
+"""Writes through `meshcore.registry` from a process of its own, as a management command does.
+
+Run with a replica's environment (its MESH_DATA_DIR): every write goes over that replica's
+control socket to the running `serve` process, which commits it on a quorum and projects it
+into its database before answering. Prints one JSON object: the latency of each write in
+milliseconds (measured around the registry call, after Django has started), the wall time
+of the whole run, and the errors.
+
+    python -m benchmarks.registry_writer --writes 500 --threads 1 --prefix seq
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+ACTOR = "benchmark"
+SPEC = {"scope": "global", "max_concurrent": 1}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--writes", type=int, required=True, help="writes in all, shared by the threads")
+    parser.add_argument("--threads", type=int, default=1, help="concurrent writers (one policy each)")
+    parser.add_argument("--warmup", type=int, default=10, help="writes per thread before timing starts")
+    parser.add_argument("--prefix", default="bench", help="names of the policies the writers update")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "infermesh_site.settings")
+    import django
+
+    django.setup()
+    from django.db import connection
+
+    from meshcore import registry
+    from meshcore.models import Policy
+    from meshcore.replication.service import control_socket_path
+
+    if not control_socket_path().exists():
+        # Without it the registry would start a replica of its own on the running one's address.
+        print(json.dumps({"error": f"no replica runs here ({control_socket_path()} is missing)"}))
+        return 2
+
+    names = [f"{args.prefix}-{index}" for index in range(args.threads)]
+    for name in names:
+        if not Policy.objects.filter(name=name).exists():
+            registry.create_policy(actor=ACTOR, name=name, kind="quota", spec=SPEC)
+
+    per_thread = [args.writes // args.threads + (index < args.writes % args.threads) for index in range(args.threads)]
+    latencies: list[list[float]] = [[] for _ in names]
+    errors: list[str] = []
+    start_together = threading.Barrier(args.threads + 1)
+
+    def write(index: int) -> None:
+        name = names[index]
+        priority = Policy.objects.get(name=name).priority
+        try:
+            for _ in range(args.warmup):
+                priority += 1
+                registry.update_policy(actor=ACTOR, name=name, changes={"priority": priority})
+        except Exception as error:  # counted and reported; the timed writes still run
+            errors.append(f"warm-up: {error}")
+        start_together.wait()
+        for _ in range(per_thread[index]):
+            priority += 1
+            started = time.perf_counter()
+            try:
+                registry.update_policy(actor=ACTOR, name=name, changes={"priority": priority})
+            except Exception as error:  # a refused or failed write: counted, not timed
+                errors.append(str(error))
+                continue
+            latencies[index].append((time.perf_counter() - started) * 1000)
+        connection.close()
+
+    threads = [threading.Thread(target=write, args=(index,)) for index in range(args.threads)]
+    for thread in threads:
+        thread.start()
+    start_together.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    answer: dict[str, Any] = {
+        "latencies_ms": [value for values in latencies for value in values],
+        "elapsed_s": elapsed,
+        "errors": len(errors),
+        "first_errors": errors[:5],
+    }
+    print(json.dumps(answer))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
