@@ -311,8 +311,16 @@ class Replica:
                 "It may still apply: retry with the same idempotency key to be safe.",
                 retry_after=1,
             )
-        if outcome["error"] != FAIL_REASON.SUCCESS:
-            raise NoQuorum(f"The change was not committed ({_fail_reason(outcome['error'])}); nothing was written.")
+        error = outcome["error"]
+        if error in (FAIL_REASON.QUEUE_FULL, FAIL_REASON.MISSING_LEADER, FAIL_REASON.REQUEST_DENIED):
+            raise NoQuorum(f"The change was not committed ({_fail_reason(error)}); nothing was written.")
+        if error != FAIL_REASON.SUCCESS:
+            # The entry reached the log of a leader that lost its place: a successor may still commit it.
+            raise NoQuorum(
+                f"The change may not have been committed ({_fail_reason(error)}). "
+                "Retry with the same Idempotency-Key: it applies once either way.",
+                retry_after=1,
+            )
         result = outcome["result"]
         if result["status"] == "ok" and not self.projection.applied.wait_for(result["seq"], timeout):
             raise NoQuorum(
