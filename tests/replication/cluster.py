@@ -108,6 +108,23 @@ def drop_database(url: str | None) -> None:
         connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
+def lose_database(replica: ReplicaProcess) -> None:
+    """Throw away a stopped replica's database (SQLite files, or its PostgreSQL database) and migrate a new one."""
+    url = replica.env.get("DATABASE_URL")
+    if url:
+        import psycopg
+
+        server, _, database = url.rpartition("/")
+        with psycopg.connect(f"{server}/postgres", autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            connection.execute(f'CREATE DATABASE "{database}"')
+    else:
+        for path in replica.data_dir.glob("infermesh.sqlite3*"):
+            path.unlink()
+    result = replica.manage("migrate", "--noinput")
+    assert result.returncode == 0, result.stderr
+
+
 class Cluster:
     def __init__(self, root: Path, size: int = 3, redis_url: str | None = REDIS_URL, **extra_env: str) -> None:
         self.root = root

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.replication.cluster import Cluster, api, wait_until
+from tests.replication.cluster import Cluster, api, lose_database, wait_until
 
 
 def test_it_rebuilds_a_lost_database_from_a_snapshot(tmp_path):
@@ -20,9 +20,7 @@ def test_it_rebuilds_a_lost_database_from_a_snapshot(tmp_path):
         assert wait_until(snapshot.exists, timeout=10), "no snapshot was written"
         before = api(replica, token).get("/cluster/").json()
         replica.stop()
-        for path in replica.data_dir.glob("infermesh.sqlite3*"):
-            path.unlink()
-        assert replica.manage("migrate", "--noinput").returncode == 0
+        lose_database(replica)
         replica.start()
         replica.wait_http()
 
