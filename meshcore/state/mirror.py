@@ -1,0 +1,215 @@
+"""Slow changes into this process's database and the event stream, off the request path.
+
+Ingest hands over a `FleetChange` only when something slow changed (GPU inventory, model
+states, health) or `last_seen` is due; the health sweeper hands over silent nodes. One
+thread applies them in order: `Gpu`, `ModelInstance` and the observed fields of `Node`
+and `Runtime`, then the events (`NODE_HEALTHY`, `NODE_UNHEALTHY`, `MODEL_*`).
+
+Each change is noticed once, where the store applied it atomically, so its event is
+recorded and published once whichever process received the report.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import close_old_connections, transaction
+
+from meshcore.state.ingest import FleetChange
+
+logger = logging.getLogger(__name__)
+
+INSTANCE_STATES = {"READY": "ready", "LOADING": "loading", "UNLOADING": "unloading", "UNAVAILABLE": "failed"}
+
+
+class NodeSilent:
+    def __init__(self, node: str, last_report_at: float | None) -> None:
+        self.node = node
+        self.last_report_at = last_report_at
+
+
+def _time(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+class FleetMirror:
+    name = "fleet mirror"
+
+    def __init__(self, max_pending: int = 50_000) -> None:
+        self._queue: queue.Queue[FleetChange | NodeSilent | None] = queue.Queue(maxsize=max_pending)
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._dropped = 0
+
+    def start(self) -> None:
+        with self._start_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="fleet-mirror", daemon=True)
+                self._thread.start()
+
+    def stop(self) -> None:
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            self._queue.put(None)
+            thread.join(timeout=10)
+        self._thread = None
+
+    def submit(self, change: FleetChange | NodeSilent) -> None:
+        self.start()
+        try:
+            self._queue.put_nowait(change)
+        except queue.Full:
+            self._dropped += 1
+            if self._dropped % 1000 == 1:
+                logger.warning("fleet mirror is behind; dropped %d change(s) so far", self._dropped)
+
+    def wait_idle(self, timeout_s: float = 10.0) -> None:
+        """Block until everything submitted so far is applied (tests, orderly shutdown)."""
+        done = threading.Event()
+        self.submit(_Marker(done))  # type: ignore[arg-type]
+        done.wait(timeout_s)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if isinstance(item, _Marker):
+                item.done.set()
+                continue
+            close_old_connections()
+            try:
+                if isinstance(item, NodeSilent):
+                    apply_silence(item)
+                else:
+                    apply_change(item)
+            except Exception:
+                logger.exception("could not mirror a change for node %s", item.node)
+
+
+class _Marker:
+    def __init__(self, done: threading.Event) -> None:
+        self.done = done
+        self.node = ""
+
+
+def apply_silence(silent: NodeSilent) -> None:
+    from meshcore.events import record_event
+    from meshcore.models import Health, Node
+
+    updated = Node.objects.filter(name=silent.node).exclude(health=Health.UNHEALTHY).update(health=Health.UNHEALTHY)
+    data: dict[str, Any] = {"reason": "missed 3 report intervals"}
+    if silent.last_report_at is not None:
+        data["last_report_at"] = _time(silent.last_report_at).isoformat()
+    logger.info("node %s stopped reporting: unhealthy (%d row)", silent.node, updated)
+    record_event("NODE_UNHEALTHY", node_name=silent.node, data=data)
+
+
+def apply_change(change: FleetChange) -> None:
+    from meshcore.events import record_event
+    from meshcore.models import Health, Node
+
+    seen = _time(change.seen_at)
+    node = Node.objects.filter(name=change.node).first()
+    if node is None:
+        return  # deleted since it reported: its token no longer works either
+    fields: dict[str, Any] = {"last_seen": seen}
+    if change.became_healthy:
+        fields["health"] = Health.HEALTHY
+    if change.agent_version:
+        fields["agent_version"] = change.agent_version
+    with transaction.atomic():
+        Node.objects.filter(pk=node.pk).update(**fields)
+        _mirror_gpus(node, change, seen)
+    for name, runtime in change.runtimes.items():
+        _mirror_runtime(node, name, runtime, seen)
+    for name in change.removed_runtimes:
+        _forget_runtime_instances(node, name)
+    if change.became_healthy:
+        record_event("NODE_HEALTHY", node_name=change.node, data={"recovered": change.was_unhealthy})
+    for transition in change.transitions:
+        data = {"runtime": transition.runtime, "model": transition.model, "version": transition.version}
+        if transition.reason:
+            data["reason"] = transition.reason
+        record_event(transition.event_type, node_name=change.node, data=data)
+
+
+def _mirror_gpus(node: Any, change: FleetChange, seen: datetime) -> None:
+    from meshcore.models import Gpu
+
+    for gpu in change.gpus:
+        info = gpu["info"]
+        profiles = sorted({instance.get("profile", "") for instance in info.get("mig_instances", [])} - {""})
+        Gpu.objects.update_or_create(
+            uuid=gpu["uuid"],
+            defaults={
+                "node": node,
+                "index": gpu["index"],
+                "name": str(info.get("name", ""))[:128],
+                "memory_total_bytes": int(info.get("memory_total_bytes") or 0),
+                "mig_profile": ",".join(profiles)[:64],
+                "simulated": bool(gpu["simulated"]),
+                "last_seen": seen,
+            },
+        )
+    stale = Gpu.objects.filter(node=node)
+    if change.all_gpus is not None:
+        stale.exclude(uuid__in=change.all_gpus).delete()
+    elif change.removed_gpus:
+        stale.filter(uuid__in=change.removed_gpus).delete()
+    Gpu.objects.filter(node=node).update(last_seen=seen)
+
+
+def _mirror_runtime(node: Any, name: str, runtime: dict[str, Any], seen: datetime) -> None:
+    from meshcore import registry
+    from meshcore.models import Health, Model, ModelInstance, Runtime
+
+    row = Runtime.objects.filter(node=node, name=name).first()
+    if row is None:
+        # The agent serves a runtime nobody registered: register it (a replicated change).
+        try:
+            row = registry.create_runtime(
+                actor=f"agent:{node.name}",
+                node_name=node.name,
+                name=name,
+                http_url=runtime["url"],
+                metrics_url=runtime["metrics_url"],
+            )
+        except registry.RegistryError as error:
+            logger.warning("could not register runtime %s/%s reported by its agent: %s", node.name, name, error)
+            return
+    health = Health.HEALTHY if runtime["live"] and runtime["ready"] else Health.UNHEALTHY
+    Runtime.objects.filter(pk=row.pk).update(health=health, last_seen=seen)
+    catalog = {
+        (model.name, model.revision): model
+        for model in Model.objects.filter(name__in={key.rpartition(":")[0] for key in runtime["states"]})
+    }
+    keep = []
+    with transaction.atomic():
+        for key, (state, reason) in runtime["states"].items():
+            model_name, _, version = key.rpartition(":")
+            if state == "UNAVAILABLE" and reason == "unloaded":
+                continue
+            instance, _ = ModelInstance.objects.update_or_create(
+                runtime=row,
+                model_name=model_name,
+                model_revision=version,
+                defaults={
+                    "model": catalog.get((model_name, version)) or catalog.get((model_name, "1")),
+                    "state": INSTANCE_STATES[state],
+                    "reason": reason if state == "UNAVAILABLE" else "",
+                    "updated_at": seen,
+                },
+            )
+            keep.append(instance.pk)
+        ModelInstance.objects.filter(runtime=row).exclude(pk__in=keep).delete()
+
+
+def _forget_runtime_instances(node: Any, name: str) -> None:
+    from meshcore.models import ModelInstance
+
+    ModelInstance.objects.filter(runtime__node=node, runtime__name=name).delete()
