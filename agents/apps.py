@@ -2,6 +2,6 @@ from django.apps import AppConfig
 
 
 class AgentsConfig(AppConfig):
-    """Celery tasks that run on GPU hosts: NVML and Triton collectors (built in a later issue)."""
+    """The agent that runs on GPU hosts (NVML and Triton collectors, reporting); see docs/agents.md."""
 
     name = "agents"
