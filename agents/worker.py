@@ -29,6 +29,9 @@ def configure(config: AgentConfig, broker_url: str) -> None:
         broker_connection_retry_on_startup=True,
         task_default_queue=queue,
         task_ignore_result=True,
+        # JSON only: a message on the broker can ask for a task, never run code of its own.
+        task_serializer="json",
+        accept_content=["json"],
         worker_prefetch_multiplier=1,
         beat_schedule_filename=os.path.join(tempfile.gettempdir(), f"infermesh-agent-{config.node}-beat"),
         beat_schedule={
