@@ -1,3 +1,9 @@
-"""WebSocket routes; the dashboard and event stream add theirs in later issues."""
+"""WebSocket routes; the dashboard adds its own in a later issue."""
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from meshcore.consumers import EventStreamConsumer
+
+websocket_urlpatterns: list = [
+    path("ws/events/", EventStreamConsumer.as_asgi(), name="ws-events"),
+]

@@ -77,11 +77,26 @@ class Command(BaseCommand):
             action_logger=_log_access if access_log else None,
             server_name="infermesh",
         ).run()
+        _finish_pending_tasks()
 
     def _run_uvicorn(self, application: Any, host: str, port: int, access_log: bool) -> None:
         import uvicorn
 
         uvicorn.run(application, host=host, port=port, lifespan="on", access_log=access_log, log_config=None)
+
+
+def _finish_pending_tasks() -> None:
+    """Cancel what daphne left running (open event streams): Python crashes tidying them up at exit."""
+    import asyncio
+
+    loop = asyncio.get_event_loop_policy().get_event_loop()
+    if loop.is_closed():
+        return
+    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
 
 
 def _log_access(protocol: str, action: str, details: dict[str, Any]) -> None:
