@@ -151,6 +151,8 @@ SESSION_ENGINE = (
 
 # Celery: the agents' broker. Unset means the collectors run inside `serve` instead.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL
+# Agents on GPU hosts need a broker; without one, `serve` runs the local agent itself.
+MESH_BROKER_SET = bool(env_str("CELERY_BROKER_URL"))
 CELERY_TASK_IGNORE_RESULT = True
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -235,6 +237,21 @@ MESH_ASGI_SERVER = env_choice("MESH_ASGI_SERVER", "daphne", ("daphne", "uvicorn"
 MESH_LOG_FORMAT = env_choice("MESH_LOG_FORMAT", "text", ("text", "json"))
 MESH_LOG_LEVEL = env_choice("MESH_LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper()
 MESH_API_PAGE_SIZE = env_int("MESH_API_PAGE_SIZE", 50, minimum=1, maximum=1000)
+# Events: kept this many days and at most this many rows; pruned every MESH_EVENT_PRUNE_INTERVAL seconds.
+MESH_EVENT_RETENTION_DAYS = env_int("MESH_EVENT_RETENTION_DAYS", 7, minimum=1)
+MESH_EVENT_RETENTION_MAX = env_int("MESH_EVENT_RETENTION_MAX", 100_000, minimum=1)
+MESH_EVENT_PRUNE_INTERVAL = env_int("MESH_EVENT_PRUNE_INTERVAL", 300, minimum=1, maximum=86_400)
+
+# Live fleet state (docs/telemetry.md): agent reports, the live state store, the local agent.
+MESH_TELEMETRY_PATH = env_choice("MESH_TELEMETRY_PATH", "lean", ("lean", "django"))
+MESH_TELEMETRY_HISTORY_POINTS = env_int("MESH_TELEMETRY_HISTORY_POINTS", 300, minimum=10, maximum=86400)
+MESH_LIVE_STATE_PREFIX = env_str("MESH_LIVE_STATE_PREFIX") or "infermesh:live:"
+# The embedded agent collects for this machine inside `serve` when no broker is configured.
+MESH_LOCAL_AGENT = env_choice("MESH_LOCAL_AGENT", "auto", ("auto", "on", "off"))
+MESH_LOCAL_NODE = env_str("MESH_LOCAL_NODE") or ""
+MESH_LOCAL_TRITON_URLS = env_list("MESH_LOCAL_TRITON_URLS", ["http://127.0.0.1:8100"])
+MESH_LOCAL_GPUS = env_choice("MESH_LOCAL_GPUS", "auto", ("auto", "nvml", "simulated"))
+MESH_LOCAL_AGENT_INTERVAL_MS = env_int("MESH_LOCAL_AGENT_INTERVAL_MS", 1000, minimum=100, maximum=60_000)
 
 # Replication of desired state (Raft, PySyncObj). docs/replication.md explains each setting.
 MESH_REPLICATION = env_choice("MESH_REPLICATION", "raft", ("raft", "local"))

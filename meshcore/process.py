@@ -1,7 +1,8 @@
 """The background parts of one mesh process, started and stopped by `manage.py serve`.
 
 Nothing here starts from `AppConfig.ready()`, which also runs in `migrate`, `shell` and
-Celery. Parts are added as their issues land (the Raft replica, the embedded agent).
+Celery. Parts are added as their issues land (the Raft replica and its control socket,
+the event pruner; the embedded agent next).
 """
 
 from __future__ import annotations
@@ -21,6 +22,13 @@ class BackgroundPart(Protocol):
     def stop(self) -> None: ...
 
 
+def telemetry_parts() -> list[BackgroundPart]:
+    """Live state: the mirror into the database, the telemetry publisher, the health sweeper."""
+    from meshcore.state.service import fleet_mirror, health_sweeper, telemetry_publisher
+
+    return [fleet_mirror(), telemetry_publisher(), health_sweeper()]
+
+
 @dataclass
 class MeshProcess:
     parts: list[BackgroundPart] = field(default_factory=list)
@@ -29,11 +37,19 @@ class MeshProcess:
     def from_settings(cls) -> MeshProcess:
         from django.conf import settings
 
+        from meshcore.event_retention import EventPruner
+
         parts: list[BackgroundPart] = []
         if settings.MESH_REPLICATION == "raft":
             from meshcore.replication.service import ControlServer, ReplicaPart, control_socket_path
 
             parts += [ReplicaPart(), ControlServer(control_socket_path())]
+        parts.append(EventPruner())
+        parts += telemetry_parts()
+        if settings.MESH_LOCAL_AGENT == "on" or (settings.MESH_LOCAL_AGENT == "auto" and not settings.MESH_BROKER_SET):
+            from meshcore.local_agent import LocalAgentPart
+
+            parts.append(LocalAgentPart())
         return cls(parts=parts)
 
     def describe(self) -> str:

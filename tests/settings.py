@@ -7,6 +7,7 @@ os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-01234567
 os.environ.setdefault("MESH_DATA_DIR", tempfile.mkdtemp(prefix="infermesh-test-"))
 # In-process tests apply the log synchronously in their own transaction; tests/replication run real replicas.
 os.environ.setdefault("MESH_REPLICATION", "local")
+os.environ.setdefault("MESH_LOCAL_AGENT", "off")
 
 from infermesh_site.settings import *  # noqa: F403
 

@@ -9,3 +9,15 @@ class BearerTokenScheme(OpenApiAuthenticationExtension):
 
     def get_security_definition(self, auto_schema: object) -> dict:
         return {"type": "http", "scheme": "bearer", "description": "An API token: Authorization: Bearer imt_..."}
+
+
+class NodeTokenScheme(OpenApiAuthenticationExtension):
+    target_class = "meshcore.api.telemetry.NodeTokenAuthentication"
+    name = "nodeTokenAuth"
+
+    def get_security_definition(self, auto_schema: object) -> dict:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A node's agent token: Authorization: Bearer imn_... (telemetry reports only).",
+        }

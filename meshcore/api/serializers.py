@@ -66,6 +66,9 @@ class NodeSerializer(serializers.ModelSerializer):
     labels = LabelsField(required=False)
     version = serializers.IntegerField(required=False, min_value=1, help_text=VERSION_HELP)
     token_prefix = serializers.SerializerMethodField()
+    live = serializers.SerializerMethodField(
+        help_text="The agent's latest report: health, age in seconds, interval, GPU count; null before any report."
+    )
 
     class Meta:
         model = Node
@@ -80,12 +83,18 @@ class NodeSerializer(serializers.ModelSerializer):
             "last_seen",
             "agent_version",
             "token_prefix",
+            "live",
             "version",
             "created_at",
             "updated_at",
         ]
         read_only_fields = ["draining", "health", "last_seen", "agent_version", "created_at", "updated_at"]
         extra_kwargs = {"name": {"validators": []}}
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_live(self, node: Node) -> dict[str, Any] | None:
+        live, _ = _live(self, node.name)
+        return live.summary() if live else None
 
     def get_token_prefix(self, node: Node) -> str | None:
         """First characters of the active agent token, to tell tokens apart (null when revoked)."""
@@ -273,12 +282,46 @@ class NodeTokenSerializer(serializers.Serializer):
     prefix = serializers.CharField()
 
 
+def _live(serializer: serializers.Serializer, node_name: str) -> Any:
+    """This node's live record, read once per response by `LiveStateMixin` (None: no report)."""
+    live, now = serializer.context.get("live", ({}, 0.0))
+    return live.get(node_name), now
+
+
 class GpuSerializer(serializers.ModelSerializer):
     node = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    live = serializers.SerializerMethodField(
+        help_text="Latest metrics from the node's agent and their age in seconds; null before the first report."
+    )
 
     class Meta:
         model = Gpu
-        fields = ["id", "node", "uuid", "index", "name", "memory_total_bytes", "mig_profile", "simulated", "last_seen"]
+        fields = [
+            "id",
+            "node",
+            "uuid",
+            "index",
+            "name",
+            "memory_total_bytes",
+            "mig_profile",
+            "simulated",
+            "last_seen",
+            "live",
+        ]
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_live(self, gpu: Gpu) -> dict[str, Any] | None:
+        node, now = _live(self, gpu.node.name)
+        return node.gpu(gpu.uuid, now) if node else None
+
+
+GPU_HISTORY_COLUMNS = ["time", "utilization_gpu_pct", "memory_used_bytes", "temperature_gpu_c", "power_usage_w"]
+
+
+class GpuHistorySerializer(serializers.Serializer):
+    uuid = serializers.CharField()
+    columns = serializers.ListField(child=serializers.CharField())
+    points = serializers.ListField(child=serializers.ListField(child=serializers.FloatField(allow_null=True)))
 
 
 class ModelInstanceSerializer(serializers.ModelSerializer):
@@ -286,6 +329,7 @@ class ModelInstanceSerializer(serializers.ModelSerializer):
     runtime = serializers.CharField(source="runtime.name", read_only=True)
     runtime_id = serializers.IntegerField(read_only=True)
     in_catalog = serializers.SerializerMethodField()
+    live = serializers.SerializerMethodField()
 
     class Meta:
         model = ModelInstance
@@ -301,10 +345,19 @@ class ModelInstanceSerializer(serializers.ModelSerializer):
             "state",
             "reason",
             "updated_at",
+            "live",
         ]
 
     def get_in_catalog(self, instance: ModelInstance) -> bool:
         return instance.model_id is not None
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_live(self, instance: ModelInstance) -> dict[str, Any] | None:
+        """Triton's latest state and statistics for this model (queue depth, rates, latency) and their age."""
+        node, now = _live(self, instance.runtime.node.name)
+        if node is None:
+            return None
+        return node.instance(instance.runtime.name, instance.model_name, instance.model_revision, now)
 
 
 class EventSerializer(serializers.ModelSerializer):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 from django.db.models import QuerySet
@@ -15,6 +17,10 @@ from rest_framework.response import Response
 from meshcore import registry
 from meshcore.api import filters, serializers
 from meshcore.models import ApiToken, Event, Gpu, Model, ModelInstance, Node, Policy, Runtime
+from meshcore.state.live import read_live
+from meshcore.state.store import live_store
+
+logger = logging.getLogger(__name__)
 
 IF_MATCH = OpenApiParameter(
     "If-Match", str, OpenApiParameter.HEADER, required=False, description="Version you read; 409 when stale."
@@ -35,6 +41,31 @@ def if_match_version(request: Request) -> int | None:
     return int(value)
 
 
+class LiveStateMixin:
+    """Serializers get the live state of the nodes in the response, read in one round trip."""
+
+    def live_node_names(self, objects: list[Any]) -> list[str]:
+        raise NotImplementedError
+
+    def get_serializer(self, *args: Any, **kwargs: Any) -> Any:
+        if args and not isinstance(args[0], Request) and "data" not in kwargs:
+            objects = list(args[0]) if kwargs.get("many") else [args[0]]
+            kwargs.setdefault("context", self.get_serializer_context())
+            kwargs["context"]["live"] = live_state_for(self.live_node_names(objects))
+        return super().get_serializer(*args, **kwargs)
+
+
+def live_state_for(names: list[str]) -> tuple[dict, float]:
+    if not names:
+        return {}, 0.0
+    try:
+        return read_live(names)
+    except Exception:
+        # The API answers without live values rather than failing while the store is away.
+        logger.warning("live state store unavailable; answering without live values", exc_info=True)
+        return {}, 0.0
+
+
 class VersionedViewSet(viewsets.ModelViewSet):
     """Retrieve answers an ETag of the version; deletes honour If-Match."""
 
@@ -51,13 +82,16 @@ class VersionedViewSet(viewsets.ModelViewSet):
 
 
 @extend_schema_view(destroy=extend_schema(parameters=[IF_MATCH]), partial_update=extend_schema(parameters=[IF_MATCH]))
-class NodeViewSet(VersionedViewSet):
+class NodeViewSet(LiveStateMixin, VersionedViewSet):
     queryset = Node.objects.select_related("token")
     serializer_class = serializers.NodeSerializer
     filterset_class = filters.NodeFilter
     lookup_field = "name"
     lookup_value_regex = NAME_IN_PATH
     ordering_fields = ["name", "zone", "health", "last_seen", "created_at"]
+
+    def live_node_names(self, objects: list[Any]) -> list[str]:
+        return [node.name for node in objects]
 
     @extend_schema(responses={201: serializers.NodeWithTokenSerializer})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -173,18 +207,46 @@ class ApiTokenViewSet(
         registry.revoke_api_token(actor=self.request.user, token_id=token.pk)
 
 
-class GpuViewSet(viewsets.ReadOnlyModelViewSet):
+class GpuViewSet(LiveStateMixin, viewsets.ReadOnlyModelViewSet):
     queryset = Gpu.objects.select_related("node")
     serializer_class = serializers.GpuSerializer
     filterset_class = filters.GpuFilter
     ordering_fields = ["node__name", "index", "last_seen"]
 
+    def live_node_names(self, objects: list[Any]) -> list[str]:
+        return [gpu.node.name for gpu in objects]
 
-class ModelInstanceViewSet(viewsets.ReadOnlyModelViewSet):
+    @extend_schema(
+        parameters=[OpenApiParameter("seconds", int, description="How far back, 1 to 3600 (default 300).")],
+        responses=serializers.GpuHistorySerializer,
+    )
+    @action(detail=True, methods=["get"])
+    def history(self, request: Request, pk: str | None = None) -> Response:
+        """Recent samples for charts: [time, utilization %, memory used bytes, temperature °C, power W]."""
+        gpu = self.get_object()
+        raw = request.query_params.get("seconds", "300")
+        if not raw.isdigit() or not 1 <= int(raw) <= 3600:
+            raise ValidationError({"seconds": ["Must be a whole number of seconds from 1 to 3600."]})
+        try:
+            points = live_store().history(gpu.node.name, f"gpu:{gpu.uuid}", since=time.time() - int(raw))
+        except Exception:
+            logger.warning("live state store unavailable for GPU history", exc_info=True)
+            return Response(
+                {"detail": "The live state store is unavailable; retry shortly."},
+                status=503,
+                headers={"Retry-After": "1"},
+            )
+        return Response({"uuid": gpu.uuid, "columns": serializers.GPU_HISTORY_COLUMNS, "points": points})
+
+
+class ModelInstanceViewSet(LiveStateMixin, viewsets.ReadOnlyModelViewSet):
     queryset = ModelInstance.objects.select_related("runtime__node")
     serializer_class = serializers.ModelInstanceSerializer
     filterset_class = filters.ModelInstanceFilter
     ordering_fields = ["model_name", "state", "updated_at"]
+
+    def live_node_names(self, objects: list[Any]) -> list[str]:
+        return [instance.runtime.node.name for instance in objects]
 
 
 class EventViewSet(viewsets.ReadOnlyModelViewSet):

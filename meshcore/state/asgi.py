@@ -63,7 +63,7 @@ def _bearer(headers: dict[bytes, bytes]) -> str:
 async def node_for_token(token: str) -> str | None:
     known, node = node_tokens.cached(token)
     if not known:
-        node = await sync_to_async(node_tokens.lookup, thread_sensitive=False)(token)
+        node = await sync_to_async(node_tokens.lookup)(token)
     return node
 
 

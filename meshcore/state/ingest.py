@@ -16,6 +16,9 @@ from typing import Any, Protocol
 from meshcore.state.reports import Report
 from meshcore.state.store import ACCEPTED, HEALTHY, UNHEALTHY, LiveStore, NodeWrite
 
+# Triton's reasons for a model in its repository that is simply not loaded (not a failure).
+NOT_LOADED_REASONS = ("unloaded", "not loaded")
+
 # How often `last_seen` reaches the database while nothing else changes.
 LAST_SEEN_MIRROR_S = 30.0
 
@@ -54,6 +57,9 @@ class FleetChange:
     all_runtimes: list[str] | None = None
     removed_runtimes: list[str] = field(default_factory=list)
     transitions: list[ModelTransition] = field(default_factory=list)
+    # Also bring the database in line with the whole record in the store (periodically, and
+    # after a mirror that failed): heals what a failed or another process's mirror missed.
+    reconcile: bool = False
 
     @property
     def is_slow_change(self) -> bool:
@@ -103,7 +109,7 @@ def state_transitions(runtime: str, old: dict[str, list[str]], new: dict[str, li
         new_state, new_reason = new.get(key, ["", ""])
         if new_state == "READY" and old_state != "READY":
             transitions.append(ModelTransition("MODEL_LOADED", runtime, model, version))
-        elif new_state == "UNAVAILABLE" and new_reason != "unloaded":
+        elif new_state == "UNAVAILABLE" and new_reason not in NOT_LOADED_REASONS:
             if (old_state, old_reason) != (new_state, new_reason):
                 transitions.append(ModelTransition("MODEL_FAILED", runtime, model, version, new_reason))
         elif old_state == "READY" and new_state in ("", "UNAVAILABLE"):
@@ -133,13 +139,14 @@ class TelemetryIngest:
         if result.verdict != ACCEPTED:
             return IngestOutcome(result.verdict, report.seq)
         change = self._change_for(report, now, result.previous, result.previous_health, result.replaced_fields)
-        if self.changes is not None and (
-            change.is_slow_change or now - self._last_seen_mirrored.get(report.node, 0.0) >= LAST_SEEN_MIRROR_S
-        ):
-            self._last_seen_mirrored[report.node] = now
+        due = now - self._last_seen_mirrored.get(report.node, 0.0) >= LAST_SEEN_MIRROR_S
+        if self.changes is not None and (change.is_slow_change or due):
+            if due:
+                self._last_seen_mirrored[report.node] = now
+                change.reconcile = True
             self.changes.submit(change)
         if self.telemetry is not None:
-            self.telemetry.submit(report.node, now, report.gpus, _instances(report))
+            self.telemetry.submit(report.node, now, report.gpus, _instances(report), seq=report.seq)
         return IngestOutcome(ACCEPTED, report.seq)
 
     def _write_for(self, report: Report, now: float) -> NodeWrite:

@@ -19,11 +19,21 @@ from typing import Any
 
 from django.db import close_old_connections, transaction
 
-from meshcore.state.ingest import FleetChange
+from meshcore.state.ingest import NOT_LOADED_REASONS, FleetChange
 
 logger = logging.getLogger(__name__)
 
 INSTANCE_STATES = {"READY": "ready", "LOADING": "loading", "UNLOADING": "unloading", "UNAVAILABLE": "failed"}
+
+
+RETRY_RECONCILE_S = 2.0
+
+
+class Reconcile:
+    """Bring one node's rows in line with its record in the live state store (no events)."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
 
 
 class NodeSilent:
@@ -40,7 +50,7 @@ class FleetMirror:
     name = "fleet mirror"
 
     def __init__(self, max_pending: int = 50_000) -> None:
-        self._queue: queue.Queue[FleetChange | NodeSilent | None] = queue.Queue(maxsize=max_pending)
+        self._queue: queue.Queue[FleetChange | NodeSilent | Reconcile | None] = queue.Queue(maxsize=max_pending)
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._dropped = 0
@@ -58,7 +68,7 @@ class FleetMirror:
             thread.join(timeout=10)
         self._thread = None
 
-    def submit(self, change: FleetChange | NodeSilent) -> None:
+    def submit(self, change: FleetChange | NodeSilent | Reconcile) -> None:
         self.start()
         try:
             self._queue.put_nowait(change)
@@ -85,10 +95,22 @@ class FleetMirror:
             try:
                 if isinstance(item, NodeSilent):
                     apply_silence(item)
+                elif isinstance(item, Reconcile):
+                    complete = reconcile(item.node)
                 else:
-                    apply_change(item)
+                    complete = apply_change(item)
+                    if complete and item.reconcile:
+                        complete = reconcile(item.node)
+                if not isinstance(item, NodeSilent) and not complete:
+                    self._retry_later(item.node)
             except Exception:
                 logger.exception("could not mirror a change for node %s", item.node)
+                self._retry_later(item.node)
+
+    def _retry_later(self, node: str) -> None:
+        timer = threading.Timer(RETRY_RECONCILE_S, self.submit, args=(Reconcile(node),))
+        timer.daemon = True
+        timer.start()
 
 
 class _Marker:
@@ -109,14 +131,57 @@ def apply_silence(silent: NodeSilent) -> None:
     record_event("NODE_UNHEALTHY", node_name=silent.node, data=data)
 
 
-def apply_change(change: FleetChange) -> None:
+def reconcile(node_name: str) -> bool:
+    """Mirror the node's whole record from the store; False if something must be tried again."""
+    import json
+
+    from meshcore.state.store import live_store
+
+    record = live_store().read([node_name]).get(node_name)
+    if record is None:
+        return True
+    change = FleetChange(node=node_name, seen_at=float(record["received_at"]))
+    change.all_gpus = []
+    for key, value in record.items():
+        if key.startswith("gpu:"):
+            uuid = key[4:]
+            sample = json.loads(value)
+            change.all_gpus.append(uuid)
+            info = record.get(f"info:{uuid}")
+            if info is not None:
+                change.gpus.append(
+                    {
+                        "uuid": uuid,
+                        "index": sample["index"],
+                        "simulated": sample.get("simulated", False),
+                        "info": json.loads(info),
+                    }
+                )
+        elif key.startswith("rt:"):
+            runtime = json.loads(value)
+            change.runtimes[key[3:]] = {
+                "url": runtime["url"],
+                "metrics_url": runtime.get("metrics_url") or "",
+                "live": runtime["live"],
+                "ready": runtime["ready"],
+                "states": json.loads(record.get(f"states:{key[3:]}", "{}")),
+            }
+    from meshcore.models import Node
+
+    complete = apply_change(change, announce=False)
+    Node.objects.filter(name=node_name).update(health=record.get("health", "unknown"))
+    return complete
+
+
+def apply_change(change: FleetChange, announce: bool = True) -> bool:
+    """Mirror one change and record its events; False if part of it must be tried again."""
     from meshcore.events import record_event
     from meshcore.models import Health, Node
 
     seen = _time(change.seen_at)
     node = Node.objects.filter(name=change.node).first()
     if node is None:
-        return  # deleted since it reported: its token no longer works either
+        return True  # deleted since it reported: its token no longer works either
     fields: dict[str, Any] = {"last_seen": seen}
     if change.became_healthy:
         fields["health"] = Health.HEALTHY
@@ -125,10 +190,13 @@ def apply_change(change: FleetChange) -> None:
     with transaction.atomic():
         Node.objects.filter(pk=node.pk).update(**fields)
         _mirror_gpus(node, change, seen)
+    complete = True
     for name, runtime in change.runtimes.items():
-        _mirror_runtime(node, name, runtime, seen)
+        complete = _mirror_runtime(node, name, runtime, seen) and complete
     for name in change.removed_runtimes:
         _forget_runtime_instances(node, name)
+    if not announce:
+        return complete
     if change.became_healthy:
         record_event("NODE_HEALTHY", node_name=change.node, data={"recovered": change.was_unhealthy})
     for transition in change.transitions:
@@ -136,6 +204,7 @@ def apply_change(change: FleetChange) -> None:
         if transition.reason:
             data["reason"] = transition.reason
         record_event(transition.event_type, node_name=change.node, data=data)
+    return complete
 
 
 def _mirror_gpus(node: Any, change: FleetChange, seen: datetime) -> None:
@@ -164,7 +233,7 @@ def _mirror_gpus(node: Any, change: FleetChange, seen: datetime) -> None:
     Gpu.objects.filter(node=node).update(last_seen=seen)
 
 
-def _mirror_runtime(node: Any, name: str, runtime: dict[str, Any], seen: datetime) -> None:
+def _mirror_runtime(node: Any, name: str, runtime: dict[str, Any], seen: datetime) -> bool:
     from meshcore import registry
     from meshcore.models import Health, Model, ModelInstance, Runtime
 
@@ -181,7 +250,7 @@ def _mirror_runtime(node: Any, name: str, runtime: dict[str, Any], seen: datetim
             )
         except registry.RegistryError as error:
             logger.warning("could not register runtime %s/%s reported by its agent: %s", node.name, name, error)
-            return
+            return False
     health = Health.HEALTHY if runtime["live"] and runtime["ready"] else Health.UNHEALTHY
     Runtime.objects.filter(pk=row.pk).update(health=health, last_seen=seen)
     catalog = {
@@ -192,7 +261,7 @@ def _mirror_runtime(node: Any, name: str, runtime: dict[str, Any], seen: datetim
     with transaction.atomic():
         for key, (state, reason) in runtime["states"].items():
             model_name, _, version = key.rpartition(":")
-            if state == "UNAVAILABLE" and reason == "unloaded":
+            if state == "UNAVAILABLE" and reason in NOT_LOADED_REASONS:
                 continue
             instance, _ = ModelInstance.objects.update_or_create(
                 runtime=row,
@@ -207,6 +276,7 @@ def _mirror_runtime(node: Any, name: str, runtime: dict[str, Any], seen: datetim
             )
             keep.append(instance.pk)
         ModelInstance.objects.filter(runtime=row).exclude(pk__in=keep).delete()
+    return True
 
 
 def _forget_runtime_instances(node: Any, name: str) -> None:

@@ -42,8 +42,10 @@ class TelemetryPublisher:
             self._thread.join(timeout=5)
         self._thread = None
 
-    def submit(self, node: str, seen_at: float, gpus: list[dict[str, Any]], instances: list[dict[str, Any]]) -> None:
-        update = {"node": node, "time": seen_at, "gpus": gpus, "instances": instances}
+    def submit(
+        self, node: str, seen_at: float, gpus: list[dict[str, Any]], instances: list[dict[str, Any]], seq: int = 0
+    ) -> None:
+        update = {"node": node, "time": seen_at, "seq": seq, "gpus": gpus, "instances": instances}
         with self._lock:
             self._pending[node] = update
         if self._thread is None:

@@ -122,8 +122,10 @@ def _check_model(model: Any, at: tuple, errors: _Errors) -> None:
         return
     if problem := _text(model.get("name")):
         errors.add((*at, "name"), problem)
-    version = model.get("version", "")
-    if not isinstance(version, str) or len(version) > 64:
+    version = model.get("version")
+    if version is None:
+        model["version"] = ""  # Triton's index has no version for a model that was never loaded
+    elif not isinstance(version, str) or len(version) > 64:
         errors.add((*at, "version"), "Must be a string of at most 64 characters.")
     if model.get("state") not in RUNTIME_STATES:
         errors.add((*at, "state"), f"Must be one of {', '.join(RUNTIME_STATES)}.")

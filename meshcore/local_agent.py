@@ -1,0 +1,114 @@
+"""The embedded agent: with no broker configured, `serve` collects for its own machine.
+
+The same `agents.Agent` a GPU host runs under Celery, driven by a thread here, reporting
+straight into this process's ingest (no HTTP, no token) as the local node, which is
+registered on first start. GPUs come from NVML, or are simulated where NVML is absent;
+a local Triton is reported once it has answered.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import threading
+import time
+from typing import Any
+
+from django.conf import settings
+
+from agents.agent import Agent, AgentConfig, TritonTarget
+from agents.report import SendFailed
+
+logger = logging.getLogger(__name__)
+
+
+def local_node_name() -> str:
+    if settings.MESH_LOCAL_NODE:
+        return settings.MESH_LOCAL_NODE
+    name = re.sub(r"[^a-z0-9-]+", "-", socket.gethostname().split(".")[0].lower()).strip("-")
+    return name[:63] or "local"
+
+
+class InProcessSink:
+    """Hands reports to this process's ingest, checked exactly as an HTTP report would be."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+
+    def send(self, report: dict[str, Any]) -> dict[str, Any]:
+        from meshcore.state.reports import ReportInvalid, parse_report
+        from meshcore.state.service import telemetry_ingest
+
+        try:
+            return telemetry_ingest().ingest(parse_report(report)).as_json()
+        except ReportInvalid as invalid:
+            raise SendFailed(f"report refused: {invalid.errors}", retryable=False) from invalid
+        except Exception as error:
+            raise SendFailed(f"ingest failed: {error}") from error
+
+
+def register_local_node(name: str) -> bool:
+    """Make sure the local node exists in the registry; False while there is no quorum yet."""
+    from meshcore import registry
+    from meshcore.models import Node
+
+    if Node.objects.filter(name=name).exists():
+        return True
+    try:
+        registry.create_node(actor="system", name=name, address="127.0.0.1", roles=["gpu", "control"])
+    except registry.Conflict:
+        return True
+    except registry.RegistryError as error:
+        logger.info("local node %s not registered yet: %s", name, error)
+        return False
+    logger.info("registered the local node %s", name)
+    return True
+
+
+class LocalAgentPart:
+    name = "local agent"
+
+    def __init__(self) -> None:
+        self.node = local_node_name()
+        interval = settings.MESH_LOCAL_AGENT_INTERVAL_MS / 1000
+        config = AgentConfig(
+            node=self.node,
+            triton=[TritonTarget.parse(url, position) for position, url in enumerate(settings.MESH_LOCAL_TRITON_URLS)],
+            gpus=settings.MESH_LOCAL_GPUS,
+            interval_s=interval,
+            runtime_interval_s=interval,
+        )
+        self.agent = Agent(config, sink=InProcessSink(self.node), only_found_runtimes=True)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="local-agent", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.agent.close()
+
+    def _run(self) -> None:
+        from django.db import close_old_connections
+
+        while not self._stop.is_set() and not register_local_node(self.node):
+            self._stop.wait(2.0)
+        interval = self.agent.config.interval_s
+        while not self._stop.is_set():
+            started = time.monotonic()
+            close_old_connections()
+            try:
+                self.agent.collect_runtimes()
+            except Exception:
+                logger.warning("local runtime collection failed", exc_info=True)
+            try:
+                self.agent.collect_gpus()
+            except Exception:
+                logger.warning("local GPU collection failed", exc_info=True)
+            self._stop.wait(max(0.0, interval - (time.monotonic() - started)))

@@ -1,0 +1,82 @@
+"""GPUs, instances and nodes in the API carry their live values and how old they are."""
+
+from __future__ import annotations
+
+import pytest
+
+from meshcore import registry
+from meshcore.state.mirror import apply_change
+from meshcore.state.reports import parse_report
+from meshcore.state.service import telemetry_ingest
+from tests.state.support import gpu, report, runtime
+
+
+class Collected:
+    def __init__(self):
+        self.items = []
+
+    def submit(self, change):
+        self.items.append(change)
+
+
+@pytest.fixture
+def reported(db, live):
+    """gpu-01 reported once (mirrored in this thread); gpu-02 is registered but silent."""
+    registry.create_node(actor="system", name="gpu-01", address="10.0.0.1", roles=["gpu"])
+    registry.create_node(actor="system", name="gpu-02", address="10.0.0.2", roles=["gpu"])
+    ingest = telemetry_ingest()
+    collected = Collected()
+    ingest.changes, ingest.telemetry = collected, None
+    body = report(gpus=[gpu("GPU-1", util=42)], runtimes=[runtime({"resnet": ("READY", "")})])
+    assert ingest.ingest(parse_report(body)).verdict == "accepted"
+    for change in collected.items:
+        apply_change(change)
+    return ingest
+
+
+def test_gpus_show_their_latest_metrics_and_age(reported, viewer_client):
+    [row] = viewer_client.get("/api/v1/gpus/").json()["results"]
+    assert row["uuid"] == "GPU-1"
+    assert row["live"]["metrics"]["utilization_gpu_pct"] == 42
+    assert 0 <= row["live"]["age_s"] < 5
+    assert row["live"]["health"] == "healthy"
+
+
+def test_instances_show_tritons_statistics(reported, viewer_client):
+    [row] = viewer_client.get("/api/v1/instances/").json()["results"]
+    assert row["model_name"] == "resnet"
+    assert row["live"]["state"] == "READY"
+    assert row["live"]["stats"]["queue_depth"] == 2
+
+
+def test_nodes_show_their_last_report_or_null(reported, viewer_client):
+    rows = {row["name"]: row for row in viewer_client.get("/api/v1/nodes/").json()["results"]}
+    assert rows["gpu-01"]["live"]["health"] == "healthy"
+    assert rows["gpu-01"]["live"]["gpus"] == 1
+    assert rows["gpu-01"]["live"]["interval_s"] == 1.0
+    assert rows["gpu-02"]["live"] is None
+    single = viewer_client.get("/api/v1/nodes/gpu-01/").json()
+    assert single["live"]["seq"] == 1
+
+
+def test_a_gpu_has_a_short_history_for_charts(reported, viewer_client):
+    reported.ingest(parse_report(report(seq=2, kind="delta", gpus=[gpu("GPU-1", util=43, info=False)])))
+    gpu_id = viewer_client.get("/api/v1/gpus/").json()["results"][0]["id"]
+    body = viewer_client.get(f"/api/v1/gpus/{gpu_id}/history/?seconds=60").json()
+    assert body["columns"][1] == "utilization_gpu_pct"
+    assert [point[1] for point in body["points"]] == [42, 43]
+    assert viewer_client.get(f"/api/v1/gpus/{gpu_id}/history/?seconds=0").status_code == 400
+    assert viewer_client.get(f"/api/v1/gpus/{gpu_id}/history/?seconds=abc").status_code == 400
+
+
+def test_lists_answer_without_live_values_while_the_store_is_away(reported, viewer_client):
+    from meshcore.state.store import RedisLiveStore, use_store
+
+    use_store(RedisLiveStore("redis://127.0.0.1:1/0"))
+    response = viewer_client.get("/api/v1/gpus/")
+    assert response.status_code == 200
+    assert response.json()["results"][0]["live"] is None
+    gpu_id = response.json()["results"][0]["id"]
+    history = viewer_client.get(f"/api/v1/gpus/{gpu_id}/history/")
+    assert history.status_code == 503
+    assert history["Retry-After"] == "1"
