@@ -318,8 +318,10 @@ class GpuSerializer(serializers.ModelSerializer):
 GPU_HISTORY_COLUMNS = ["time", "utilization_gpu_pct", "memory_used_bytes", "temperature_gpu_c", "power_usage_w"]
 
 
-class GpuHistorySerializer(serializers.Serializer):
-    uuid = serializers.CharField()
+INSTANCE_HISTORY_COLUMNS = ["time", "queue_depth", "inference_per_s", "latency_ms"]
+
+
+class HistorySerializer(serializers.Serializer):
     columns = serializers.ListField(child=serializers.CharField())
     points = serializers.ListField(child=serializers.ListField(child=serializers.FloatField(allow_null=True)))
 

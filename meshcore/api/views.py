@@ -66,6 +66,23 @@ def live_state_for(names: list[str]) -> tuple[dict, float]:
         return {}, 0.0
 
 
+HISTORY_SECONDS = OpenApiParameter("seconds", int, description="How far back, 1 to 3600 (default 300).")
+
+
+def history_response(request: Request, node: str, series: str, columns: list[str]) -> Response:
+    raw = request.query_params.get("seconds", "300")
+    if not raw.isdigit() or not 1 <= int(raw) <= 3600:
+        raise ValidationError({"seconds": ["Must be a whole number of seconds from 1 to 3600."]})
+    try:
+        points = live_store().history(node, series, since=time.time() - int(raw))
+    except Exception:
+        logger.warning("live state store unavailable for history", exc_info=True)
+        return Response(
+            {"detail": "The live state store is unavailable; retry shortly."}, status=503, headers={"Retry-After": "1"}
+        )
+    return Response({"columns": columns, "points": points})
+
+
 class VersionedViewSet(viewsets.ModelViewSet):
     """Retrieve answers an ETag of the version; deletes honour If-Match."""
 
@@ -216,27 +233,12 @@ class GpuViewSet(LiveStateMixin, viewsets.ReadOnlyModelViewSet):
     def live_node_names(self, objects: list[Any]) -> list[str]:
         return [gpu.node.name for gpu in objects]
 
-    @extend_schema(
-        parameters=[OpenApiParameter("seconds", int, description="How far back, 1 to 3600 (default 300).")],
-        responses=serializers.GpuHistorySerializer,
-    )
+    @extend_schema(parameters=[HISTORY_SECONDS], responses=serializers.HistorySerializer)
     @action(detail=True, methods=["get"])
     def history(self, request: Request, pk: str | None = None) -> Response:
         """Recent samples for charts: [time, utilization %, memory used bytes, temperature °C, power W]."""
         gpu = self.get_object()
-        raw = request.query_params.get("seconds", "300")
-        if not raw.isdigit() or not 1 <= int(raw) <= 3600:
-            raise ValidationError({"seconds": ["Must be a whole number of seconds from 1 to 3600."]})
-        try:
-            points = live_store().history(gpu.node.name, f"gpu:{gpu.uuid}", since=time.time() - int(raw))
-        except Exception:
-            logger.warning("live state store unavailable for GPU history", exc_info=True)
-            return Response(
-                {"detail": "The live state store is unavailable; retry shortly."},
-                status=503,
-                headers={"Retry-After": "1"},
-            )
-        return Response({"uuid": gpu.uuid, "columns": serializers.GPU_HISTORY_COLUMNS, "points": points})
+        return history_response(request, gpu.node.name, f"gpu:{gpu.uuid}", serializers.GPU_HISTORY_COLUMNS)
 
 
 class ModelInstanceViewSet(LiveStateMixin, viewsets.ReadOnlyModelViewSet):
@@ -247,6 +249,14 @@ class ModelInstanceViewSet(LiveStateMixin, viewsets.ReadOnlyModelViewSet):
 
     def live_node_names(self, objects: list[Any]) -> list[str]:
         return [instance.runtime.node.name for instance in objects]
+
+    @extend_schema(parameters=[HISTORY_SECONDS], responses=serializers.HistorySerializer)
+    @action(detail=True, methods=["get"])
+    def history(self, request: Request, pk: str | None = None) -> Response:
+        """Recent samples for charts: [time, queue depth, inferences/s, latency ms]."""
+        instance = self.get_object()
+        series = f"model:{instance.runtime.name}:{instance.model_name}:{instance.model_revision}"
+        return history_response(request, instance.runtime.node.name, series, serializers.INSTANCE_HISTORY_COLUMNS)
 
 
 class EventViewSet(viewsets.ReadOnlyModelViewSet):

@@ -80,3 +80,13 @@ def test_lists_answer_without_live_values_while_the_store_is_away(reported, view
     history = viewer_client.get(f"/api/v1/gpus/{gpu_id}/history/")
     assert history.status_code == 503
     assert history["Retry-After"] == "1"
+
+
+def test_an_instance_has_a_short_history_for_charts(reported, viewer_client):
+    body = report(seq=2, kind="delta", runtimes=[runtime({"resnet": ("READY", "")})])
+    body["runtimes"][0]["models"][0]["stats"] = {"queue_depth": 5, "inference_per_s": 12.5, "latency_ms": 8.0}
+    reported.ingest(parse_report(body))
+    instance_id = viewer_client.get("/api/v1/instances/").json()["results"][0]["id"]
+    history = viewer_client.get(f"/api/v1/instances/{instance_id}/history/").json()
+    assert history["columns"] == ["time", "queue_depth", "inference_per_s", "latency_ms"]
+    assert [point[1:] for point in history["points"]] == [[2, None, None], [5, 12.5, 8.0]]
