@@ -250,6 +250,15 @@ MESH_LIVE_STATE_PREFIX = env_str("MESH_LIVE_STATE_PREFIX") or "infermesh:live:"
 MESH_LOCAL_AGENT = env_choice("MESH_LOCAL_AGENT", "auto", ("auto", "on", "off"))
 MESH_LOCAL_NODE = env_str("MESH_LOCAL_NODE") or ""
 MESH_LOCAL_TRITON_URLS = env_list("MESH_LOCAL_TRITON_URLS", ["http://127.0.0.1:8100"])
+# Their metrics endpoints, in the same order; default: port 8002 on the same host.
+MESH_LOCAL_TRITON_METRICS_URLS = env_list("MESH_LOCAL_TRITON_METRICS_URLS", [])
+for _name, _urls in (
+    ("MESH_LOCAL_TRITON_URLS", MESH_LOCAL_TRITON_URLS),
+    ("MESH_LOCAL_TRITON_METRICS_URLS", MESH_LOCAL_TRITON_METRICS_URLS),
+):
+    for _url in _urls:
+        if not _url.split("=", 1)[-1].startswith(("http://", "https://")):
+            raise ImproperlyConfigured(f"{_name} has {_url!r}; give comma-separated http(s) URLs (NAME=URL names one).")
 MESH_LOCAL_GPUS = env_choice("MESH_LOCAL_GPUS", "auto", ("auto", "nvml", "simulated"))
 MESH_LOCAL_AGENT_INTERVAL_MS = env_int("MESH_LOCAL_AGENT_INTERVAL_MS", 1000, minimum=100, maximum=60_000)
 

@@ -30,6 +30,17 @@ def local_node_name() -> str:
     return name[:63] or "local"
 
 
+def local_triton_targets() -> list[TritonTarget]:
+    metrics = settings.MESH_LOCAL_TRITON_METRICS_URLS
+    targets = []
+    for position, url in enumerate(settings.MESH_LOCAL_TRITON_URLS):
+        target = TritonTarget.parse(url, position)
+        if position < len(metrics):
+            target = TritonTarget(target.name, target.url, metrics[position])
+        targets.append(target)
+    return targets
+
+
 class InProcessSink:
     """Hands reports to this process's ingest, checked exactly as an HTTP report would be."""
 
@@ -74,7 +85,7 @@ class LocalAgentPart:
         interval = settings.MESH_LOCAL_AGENT_INTERVAL_MS / 1000
         config = AgentConfig(
             node=self.node,
-            triton=[TritonTarget.parse(url, position) for position, url in enumerate(settings.MESH_LOCAL_TRITON_URLS)],
+            triton=local_triton_targets(),
             gpus=settings.MESH_LOCAL_GPUS,
             interval_s=interval,
             runtime_interval_s=interval,

@@ -26,13 +26,16 @@ class ControlPlane:
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = clean_env(
             data_dir,
-            SECRET_KEY=TEST_SECRET,
-            REDIS_URL=f"{REDIS}/0",
-            MESH_LIVE_STATE_PREFIX=f"e2e-{uuid.uuid4().hex[:8]}:",
-            MESH_LOCAL_AGENT="off",
-            MESH_ADMIN_PASSWORD="an-admin-password-for-e2e",
-            **settings,
+            **{
+                "SECRET_KEY": TEST_SECRET,
+                "REDIS_URL": f"{REDIS}/0",
+                "MESH_LIVE_STATE_PREFIX": f"e2e-{uuid.uuid4().hex[:8]}:",
+                "MESH_ADMIN_PASSWORD": "an-admin-password-for-e2e",
+                **settings,
+            },
         )
+        if not self.env["REDIS_URL"]:
+            del self.env["REDIS_URL"]
         self.log = open(data_dir / "serve.log", "w")
         self.process: subprocess.Popen | None = None
 

@@ -32,6 +32,8 @@ def clean_env(data_dir: Path, **overrides: str) -> dict[str, str]:
     env.update({"DJANGO_SETTINGS_MODULE": "infermesh_site.settings", "MESH_DATA_DIR": str(data_dir)})
     # Each process gets its own Raft port, so tests never collide with each other or a running mesh.
     env["MESH_RAFT_ADDRESS"] = f"127.0.0.1:{free_port()}"
+    # No embedded agent unless a test asks: it would register this machine as a node.
+    env["MESH_LOCAL_AGENT"] = "off"
     env.update(overrides)
     return env
 

@@ -22,6 +22,9 @@ def data_dir(tmp_path):
         ({"SECRET_KEY": TEST_SECRET, "MESH_ASGI_SERVER": "gunicorn"}, "MESH_ASGI_SERVER='gunicorn' is not one of"),
         ({"SECRET_KEY_FILE": "/nonexistent/key"}, "SECRET_KEY_FILE='/nonexistent/key' cannot be read"),
         ({"SECRET_KEY": TEST_SECRET, "CSRF_TRUSTED_ORIGINS": "mesh.example.com"}, "needs a scheme"),
+        ({"SECRET_KEY": TEST_SECRET, "MESH_LOCAL_TRITON_URLS": "localhost:8100"}, "MESH_LOCAL_TRITON_URLS has"),
+        ({"SECRET_KEY": TEST_SECRET, "MESH_LOCAL_AGENT": "sometimes"}, "MESH_LOCAL_AGENT='sometimes' is not one of"),
+        ({"SECRET_KEY": TEST_SECRET, "MESH_TELEMETRY_PATH": "fast"}, "MESH_TELEMETRY_PATH='fast' is not one of"),
     ],
 )
 def test_it_refuses_to_start_with_a_message_naming_the_setting(data_dir, overrides, message):
