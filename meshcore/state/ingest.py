@@ -218,7 +218,15 @@ class TelemetryIngest:
             info = gpu.get("info")
             if info is not None and previous.get(f"info:{gpu['uuid']}") != canonical(info):
                 change.gpus.append(
-                    {"uuid": gpu["uuid"], "index": gpu["index"], "simulated": gpu.get("simulated", False), "info": info}
+                    {
+                        "uuid": gpu["uuid"],
+                        "index": gpu["index"],
+                        "simulated": gpu.get("simulated", False),
+                        "info": info,
+                        "mig_profile": ",".join(
+                            sorted({mig.get("profile", "") for mig in gpu.get("mig_instances", [])} - {""})
+                        ),
+                    }
                 )
         for runtime in report.runtimes:
             name = runtime["name"]

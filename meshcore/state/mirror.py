@@ -42,6 +42,11 @@ class NodeSilent:
         self.last_report_at = last_report_at
 
 
+def mig_profile(gpu: dict[str, Any]) -> str:
+    """The MIG profiles a GPU is split into, as `Gpu.mig_profile` keeps them (`1g.10gb,3g.40gb`)."""
+    return ",".join(sorted({instance.get("profile", "") for instance in gpu.get("mig_instances", [])} - {""}))
+
+
 def _time(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, tz=UTC)
 
@@ -155,6 +160,7 @@ def reconcile(node_name: str) -> bool:
                         "index": sample["index"],
                         "simulated": sample.get("simulated", False),
                         "info": json.loads(info),
+                        "mig_profile": mig_profile(sample),
                     }
                 )
         elif key.startswith("rt:"):
@@ -207,24 +213,35 @@ def apply_change(change: FleetChange, announce: bool = True) -> bool:
     return complete
 
 
+def _gpu_row(node: Any, gpu: dict[str, Any]) -> dict[str, Any]:
+    info = gpu["info"]
+    return {
+        "node_id": node.pk,
+        "index": gpu["index"],
+        "name": str(info.get("name", ""))[:128],
+        "memory_total_bytes": int(info.get("memory_total_bytes") or 0),
+        "mig_profile": gpu.get("mig_profile", "")[:64],
+        "simulated": bool(gpu["simulated"]),
+    }
+
+
 def _mirror_gpus(node: Any, change: FleetChange, seen: datetime) -> None:
+    """Write only the GPUs whose inventory differs; `last_seen` for all of them in one statement."""
     from meshcore.models import Gpu
 
-    for gpu in change.gpus:
-        info = gpu["info"]
-        profiles = sorted({instance.get("profile", "") for instance in info.get("mig_instances", [])} - {""})
-        Gpu.objects.update_or_create(
-            uuid=gpu["uuid"],
-            defaults={
-                "node": node,
-                "index": gpu["index"],
-                "name": str(info.get("name", ""))[:128],
-                "memory_total_bytes": int(info.get("memory_total_bytes") or 0),
-                "mig_profile": ",".join(profiles)[:64],
-                "simulated": bool(gpu["simulated"]),
-                "last_seen": seen,
-            },
-        )
+    wanted = {gpu["uuid"]: _gpu_row(node, gpu) for gpu in change.gpus}
+    existing = (
+        {
+            row["uuid"]: row
+            for row in Gpu.objects.filter(uuid__in=wanted).values("uuid", *next(iter(wanted.values()), {}).keys())
+        }
+        if wanted
+        else {}
+    )
+    for uuid, row in wanted.items():
+        current = existing.get(uuid)
+        if current is None or any(current[key] != value for key, value in row.items()):
+            Gpu.objects.update_or_create(uuid=uuid, defaults={**row, "last_seen": seen})
     stale = Gpu.objects.filter(node=node)
     if change.all_gpus is not None:
         stale.exclude(uuid__in=change.all_gpus).delete()
@@ -253,29 +270,39 @@ def _mirror_runtime(node: Any, name: str, runtime: dict[str, Any], seen: datetim
             return False
     health = Health.HEALTHY if runtime["live"] and runtime["ready"] else Health.UNHEALTHY
     Runtime.objects.filter(pk=row.pk).update(health=health, last_seen=seen)
+    wanted = {}
+    for key, (state, reason) in runtime["states"].items():
+        model_name, _, version = key.rpartition(":")
+        if not (state == "UNAVAILABLE" and reason in NOT_LOADED_REASONS):
+            wanted[(model_name, version)] = (INSTANCE_STATES[state], reason if state == "UNAVAILABLE" else "")
+    existing = {(row.model_name, row.model_revision): row for row in ModelInstance.objects.filter(runtime=row)}
+    changed = [
+        key
+        for key, value in wanted.items()
+        if key not in existing or (existing[key].state, existing[key].reason) != value
+    ]
+    gone = [instance.pk for key, instance in existing.items() if key not in wanted]
+    if not changed and not gone:
+        return True  # the common case on a periodic reconcile: nothing to write
     catalog = {
         (model.name, model.revision): model
-        for model in Model.objects.filter(name__in={key.rpartition(":")[0] for key in runtime["states"]})
+        for model in Model.objects.filter(name__in={model_name for model_name, _ in changed})
     }
-    keep = []
     with transaction.atomic():
-        for key, (state, reason) in runtime["states"].items():
-            model_name, _, version = key.rpartition(":")
-            if state == "UNAVAILABLE" and reason in NOT_LOADED_REASONS:
-                continue
-            instance, _ = ModelInstance.objects.update_or_create(
+        for model_name, version in changed:
+            state, reason = wanted[(model_name, version)]
+            ModelInstance.objects.update_or_create(
                 runtime=row,
                 model_name=model_name,
                 model_revision=version,
                 defaults={
                     "model": catalog.get((model_name, version)) or catalog.get((model_name, "1")),
-                    "state": INSTANCE_STATES[state],
-                    "reason": reason if state == "UNAVAILABLE" else "",
+                    "state": state,
+                    "reason": reason,
                     "updated_at": seen,
                 },
             )
-            keep.append(instance.pk)
-        ModelInstance.objects.filter(runtime=row).exclude(pk__in=keep).delete()
+        ModelInstance.objects.filter(pk__in=gone).delete()
     return True
 
 

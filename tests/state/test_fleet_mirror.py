@@ -196,3 +196,23 @@ def test_a_model_in_the_repository_that_was_never_loaded_is_no_instance(ingest, 
     send(ingest, changes, report(runtimes=[runtime({"spare": ("UNAVAILABLE", "not loaded")})]))
     assert ModelInstance.objects.count() == 0
     assert events("MODEL_FAILED") == []
+
+
+def test_mig_profiles_reach_the_inventory(ingest, changes, node):
+    split = {**gpu("GPU-1"), "mig_instances": [{"profile": "3g.40gb"}, {"profile": "1g.10gb"}, {"profile": "1g.10gb"}]}
+    send(ingest, changes, report(gpus=[split]))
+    assert Gpu.objects.get(uuid="GPU-1").mig_profile == "1g.10gb,3g.40gb"
+
+
+def test_a_periodic_reconcile_of_an_unchanged_node_writes_almost_nothing(db, live, node, django_assert_max_num_queries):
+    from meshcore.state.mirror import reconcile
+    from meshcore.state.service import telemetry_ingest
+
+    ingest = telemetry_ingest()
+    ingest.changes = None
+    ingest.ingest(
+        parse_report(report(gpus=[gpu(f"GPU-{i}", i) for i in range(8)], runtimes=[runtime({"m": ("READY", "")})]))
+    )
+    reconcile("gpu-01")
+    with django_assert_max_num_queries(11):  # reads, and last_seen/health: no per-GPU or per-model writes
+        reconcile("gpu-01")
