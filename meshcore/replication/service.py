@@ -36,6 +36,9 @@ class Log(Protocol):
     def propose(self, batch: dict[str, Any], timeout: float | None = None) -> dict[str, Any]: ...
 
 
+TOKEN_CHANGES = {"NODE_TOKEN_ROTATED", "NODE_TOKEN_REVOKED", "NODE_LEFT"}
+
+
 class DatabaseProjection:
     """Applies committed batches to this replica's database, once each, with their events."""
 
@@ -68,6 +71,11 @@ class DatabaseProjection:
             apply_changes(result["changes"])
             events = record_batch_events(batch, result)
         self.applied.advance(seq)
+        if any(spec.get("type") in TOKEN_CHANGES for spec in batch.get("events", [])):
+            # A rotated or revoked node token stops working here at once, not when the cache expires.
+            from meshcore.state.node_auth import node_tokens
+
+            node_tokens.forget_all()
         # Several replicas may share one channel layer: the first to project a change announces it.
         if (
             events

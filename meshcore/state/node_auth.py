@@ -1,8 +1,9 @@
 """Node tokens for agent reports, checked against a short-lived in-process cache.
 
 A node reports every second; looking its token up in the database each time would be
-most of the cost. An answer is kept for a few seconds, so a rotated or revoked token
-stops working within `MESH_NODE_TOKEN_CACHE_S` on every process.
+most of the cost. An answer is kept for a minute; each replica forgets them all when it
+applies a token rotation, revocation or node deletion, so such a token stops working at
+once there (and within the minute on a process that applies no log).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from meshcore.tokens import NODE_TOKEN_PREFIX, token_digest
 
 
 class NodeTokenCache:
-    def __init__(self, ttl_s: float = 5.0, negative_ttl_s: float = 1.0, max_entries: int = 100_000) -> None:
+    def __init__(self, ttl_s: float = 60.0, negative_ttl_s: float = 1.0, max_entries: int = 100_000) -> None:
         self.ttl_s = ttl_s
         self.negative_ttl_s = negative_ttl_s
         self.max_entries = max_entries

@@ -93,12 +93,17 @@ def test_it_refuses_an_api_token(post, node_token, operator):
     assert stored() == {}
 
 
-def test_it_refuses_a_revoked_token(post, node_token):
-    from meshcore.state.node_auth import node_tokens
-
+def test_a_revoked_token_stops_working_at_once(post, node_token):
+    assert post(node_token, report(seq=1)).status_code == 200  # now in the token cache
     registry.revoke_node_token(actor="system", name="gpu-01")
-    node_tokens.forget_all()  # what the cache's few seconds of patience would do
-    assert post(node_token, report()).status_code == 401
+    assert post(node_token, report(seq=2)).status_code == 401
+
+
+def test_a_rotated_token_stops_working_and_the_new_one_works(post, node_token):
+    assert post(node_token, report(seq=1)).status_code == 200
+    _, new_token = registry.rotate_node_token(actor="system", name="gpu-01")
+    assert post(node_token, report(seq=2)).status_code == 401
+    assert post(new_token, report(seq=2)).status_code == 200
 
 
 def test_it_refuses_a_report_for_another_node(post, node_token, other_node_token):
