@@ -15,9 +15,9 @@ from tests.e2e.fleet import AgentProcess, ControlPlane, dumps, wait_until
 pytestmark = pytest.mark.timeout(240)
 
 
-@pytest.fixture(scope="module")
-def control_plane(tmp_path_factory):
-    plane = ControlPlane(tmp_path_factory.mktemp("e2e-control"))
+@pytest.fixture(scope="module", params=["daphne", "uvicorn"])
+def control_plane(request, tmp_path_factory):
+    plane = ControlPlane(tmp_path_factory.mktemp("e2e-control"), MESH_ASGI_SERVER=request.param)
     plane.start()
     yield plane
     plane.stop()
