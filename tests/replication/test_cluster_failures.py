@@ -195,6 +195,8 @@ def test_a_replica_rebuilds_a_lost_database_from_its_journal(cluster, token):
     lose_database(follower)
     follower.start()
     follower.wait_http()
+    # Serving starts before the rebuilt projection has the API token: wait until it answers.
+    assert wait_until(lambda: api(follower, token).get("/nodes/").status_code == 200, timeout=60)
 
     def listing(replica, path):
         return sorted(
