@@ -82,20 +82,11 @@ class FleetMirror:
             if self._dropped % 1000 == 1:
                 logger.warning("fleet mirror is behind; dropped %d change(s) so far", self._dropped)
 
-    def wait_idle(self, timeout_s: float = 10.0) -> None:
-        """Block until everything submitted so far is applied (tests, orderly shutdown)."""
-        done = threading.Event()
-        self.submit(_Marker(done))  # type: ignore[arg-type]
-        done.wait(timeout_s)
-
     def _run(self) -> None:
         while True:
             item = self._queue.get()
             if item is None:
                 return
-            if isinstance(item, _Marker):
-                item.done.set()
-                continue
             close_old_connections()
             try:
                 if isinstance(item, NodeSilent):
@@ -116,12 +107,6 @@ class FleetMirror:
         timer = threading.Timer(RETRY_RECONCILE_S, self.submit, args=(Reconcile(node),))
         timer.daemon = True
         timer.start()
-
-
-class _Marker:
-    def __init__(self, done: threading.Event) -> None:
-        self.done = done
-        self.node = ""
 
 
 def apply_silence(silent: NodeSilent) -> None:
