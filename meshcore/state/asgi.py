@@ -10,15 +10,15 @@ for `MESH_TELEMETRY_PATH=django`.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
 
+from meshcore import jsontext
 from meshcore.state.node_auth import node_tokens
-from meshcore.state.reports import ReportInvalid, parse_report
+from meshcore.state.reports import Report, ReportInvalid, parse_report
 
 logger = logging.getLogger(__name__)
 
@@ -67,26 +67,52 @@ async def node_for_token(token: str) -> str | None:
     return node
 
 
-def handle_report(node: str, body: bytes) -> tuple[int, dict[str, Any], list[tuple[bytes, bytes]]]:
-    """The whole ingest of one authenticated report body: (status, JSON answer, extra headers)."""
-    from meshcore.state.service import telemetry_ingest
-
+def _checked_report(node: str, body: bytes | Any) -> Report | tuple[int, dict[str, Any], list[tuple[bytes, bytes]]]:
+    """The parsed report, or the answer that refuses it."""
+    if isinstance(body, bytes | bytearray | str):
+        try:
+            body = jsontext.loads(body)
+        except (ValueError, RecursionError):
+            return 400, {"non_field_errors": ["The body is not valid JSON."]}, []
     try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        return 400, {"non_field_errors": ["The body is not valid JSON."]}, []
-    try:
-        report = parse_report(data)
+        report = parse_report(body)
     except ReportInvalid as invalid:
         return 400, invalid.errors, []
     if report.node != node:
         return 403, {"node": [f"This token belongs to node {node!r}, not {report.node!r}."]}, []
+    return report
+
+
+def _unavailable(node: str) -> tuple[int, dict[str, Any], list[tuple[bytes, bytes]]]:
+    logger.warning("telemetry ingest failed for node %s", node, exc_info=True)
+    return 503, {"detail": "The live state store is unavailable; retry shortly."}, [(b"retry-after", b"1")]
+
+
+def handle_report(node: str, body: bytes | Any) -> tuple[int, dict[str, Any], list[tuple[bytes, bytes]]]:
+    """The whole ingest of one authenticated report (its body, or its decoded JSON): status, answer, headers."""
+    from meshcore.state.service import telemetry_ingest
+
+    report = _checked_report(node, body)
+    if not isinstance(report, Report):
+        return report
     try:
         outcome = telemetry_ingest().ingest(report)
     except Exception:
-        logger.warning("telemetry ingest failed for node %s", node, exc_info=True)
-        detail = "The live state store is unavailable; retry shortly."
-        return 503, {"detail": detail}, [(b"retry-after", b"1")]
+        return _unavailable(node)
+    return 200, outcome.as_json(), []
+
+
+async def handle_report_async(node: str, body: bytes) -> tuple[int, dict[str, Any], list[tuple[bytes, bytes]]]:
+    """The same on the server's loop: checked inline (short, local), the store write awaited."""
+    from meshcore.state.service import telemetry_ingest
+
+    report = _checked_report(node, body)
+    if not isinstance(report, Report):
+        return report
+    try:
+        outcome = await telemetry_ingest().ingest_async(report)
+    except Exception:
+        return _unavailable(node)
     return 200, outcome.as_json(), []
 
 
@@ -106,11 +132,10 @@ async def telemetry_app(scope: dict[str, Any], receive: Receive, send: Send) -> 
             raise _Reject(
                 401, {"detail": "Invalid or revoked node token."}, [(b"www-authenticate", b'Bearer realm="agents"')]
             )
-        # Inline on the loop: the work is short and local, and a thread hop would cost more than it.
-        status, answer, extra = handle_report(node, body)
+        status, answer, extra = await handle_report_async(node, body)
     except _Reject as reject:
         status, answer, extra = reject.status, reject.body, reject.headers
-    payload = json.dumps(answer).encode()
+    payload = jsontext.compact(answer).encode()
     response_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
     response_headers += extra
     if b"x-request-id" in headers:

@@ -13,23 +13,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from meshcore.jsontext import canonical, compact
 from meshcore.state.reports import Report
-from meshcore.state.store import ACCEPTED, HEALTHY, UNHEALTHY, LiveStore, NodeWrite
+from meshcore.state.store import ACCEPTED, HEALTHY, UNHEALTHY, ApplyResult, LiveStore, NodeWrite
 
 # Triton's reasons for a model in its repository that is simply not loaded (not a failure).
 NOT_LOADED_REASONS = ("unloaded", "not loaded")
 
 # How often `last_seen` reaches the database while nothing else changes.
 LAST_SEEN_MIRROR_S = 30.0
-
-
-def canonical(value: Any) -> str:
-    """JSON with sorted keys, so equal values compare equal as text."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
-def compact(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
 
 
 @dataclass
@@ -134,8 +126,14 @@ class TelemetryIngest:
 
     def ingest(self, report: Report) -> IngestOutcome:
         now = self.clock()
-        write = self._write_for(report, now)
-        result = self.store.apply(write)
+        return self._after_apply(report, now, self.store.apply(self._write_for(report, now)))
+
+    async def ingest_async(self, report: Report) -> IngestOutcome:
+        """The same from an event loop: the store write does not block the loop."""
+        now = self.clock()
+        return self._after_apply(report, now, await self.store.apply_async(self._write_for(report, now)))
+
+    def _after_apply(self, report: Report, now: float, result: ApplyResult) -> IngestOutcome:
         if result.verdict != ACCEPTED:
             return IngestOutcome(result.verdict, report.seq)
         change = self._change_for(report, now, result.previous, result.previous_health, result.replaced_fields)

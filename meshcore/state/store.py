@@ -12,9 +12,11 @@ fleet; process memory otherwise (the embedded default).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -55,6 +57,8 @@ class ApplyResult:
 
 class LiveStore(Protocol):
     def apply(self, write: NodeWrite) -> ApplyResult: ...
+
+    async def apply_async(self, write: NodeWrite) -> ApplyResult: ...
 
     def read(self, names: Iterable[str] | None = None) -> dict[str, dict[str, str]]: ...
 
@@ -110,6 +114,9 @@ class MemoryLiveStore:
                 points.append(point)
             return result
 
+    async def apply_async(self, write: NodeWrite) -> ApplyResult:
+        return self.apply(write)  # a few dictionary writes under a lock: cheaper than any hop
+
     def read(self, names: Iterable[str] | None = None) -> dict[str, dict[str, str]]:
         with self._lock:
             wanted = self._nodes if names is None else names
@@ -146,11 +153,11 @@ class MemoryLiveStore:
             self._locks.clear()
 
 
-# KEYS: node record, node index, history key prefix for this node.
+# KEYS: node record, node index, history key prefix for this node, the index of when each healthy node is next due.
 # ARGV: agent, seq, kind, now, interval, meta, ttl, history points, node name, then counted lists:
 # fields to set (name, value)…, fields to remove…, fields to watch…, history (series, point)….
 _APPLY_SCRIPT = """
-local record, index, history_prefix = KEYS[1], KEYS[2], KEYS[3]
+local record, index, history_prefix, due = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local agent, seq, kind, now = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local stored = redis.call('HMGET', record, 'agent', 'seq', 'health')
 if kind == 'delta' and stored[1] ~= agent then return {'snapshot_required'} end
@@ -174,6 +181,7 @@ redis.call('HSET', record, 'agent', agent, 'seq', ARGV[2], 'received_at', now, '
   'health', 'healthy', 'meta', ARGV[6])
 redis.call('EXPIRE', record, ARGV[7])
 redis.call('ZADD', index, now, ARGV[9])
+redis.call('ZADD', due, tonumber(now) + tonumber(ARGV[5]), ARGV[9])
 for j = 0, n_history - 1 do
   local key = history_prefix .. ARGV[history_from + 2 * j]
   redis.call('RPUSH', key, ARGV[history_from + 2 * j + 1])
@@ -185,21 +193,25 @@ for j = 1, n_watch do watched[j] = previous[j] or false end
 return {'accepted', stored[3] or false, watched, replaced}
 """
 
-# KEYS: node index, node record prefix. ARGV: now, missed intervals.
+# KEYS: node index, node record prefix, due index. ARGV: now, missed intervals, record TTL.
+# Only nodes already an interval late are looked at (a range of the due index), not the whole fleet.
 _SWEEP_SCRIPT = """
-local names = redis.call('ZRANGE', KEYS[1], 0, -1)
+local now = tonumber(ARGV[1])
+local late = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)
 local turned = {}
-for _, name in ipairs(names) do
+for _, name in ipairs(late) do
   local record = KEYS[2] .. name
   local values = redis.call('HMGET', record, 'received_at', 'interval', 'health')
-  if not values[1] then
-    redis.call('ZREM', KEYS[1], name)
-  elseif values[3] ~= 'unhealthy' and
-      tonumber(ARGV[1]) - tonumber(values[1]) > tonumber(ARGV[2]) * tonumber(values[2]) then
+  if not values[1] or values[3] == 'unhealthy' then
+    redis.call('ZREM', KEYS[3], name)
+  elseif now - tonumber(values[1]) > tonumber(ARGV[2]) * tonumber(values[2]) then
     redis.call('HSET', record, 'health', 'unhealthy')
+    redis.call('ZREM', KEYS[3], name)
     turned[#turned + 1] = name
   end
 end
+-- Names whose records expired (no report for the TTL) leave the index.
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[3]))
 return turned
 """
 
@@ -217,13 +229,18 @@ class RedisLiveStore:
         self._prefix = prefix
         self._history_points = history_points
         self._ttl_s = ttl_s
+        self._url = url
         self._apply = self._redis.register_script(_APPLY_SCRIPT)
         self._sweep = self._redis.register_script(_SWEEP_SCRIPT)
+        self._loop_writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopWriter] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def _record_key(self, node: str) -> str:
         return f"{self._prefix}node:{node}"
 
-    def apply(self, write: NodeWrite) -> ApplyResult:
+    def _apply_call(self, write: NodeWrite) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of the apply script for this write."""
         args: list[Any] = [
             write.agent_id,
             write.seq,
@@ -241,8 +258,16 @@ class RedisLiveStore:
         args += [len(write.removed), *write.removed, len(write.watch), *write.watch, len(write.history)]
         for series, point in write.history:
             args += [series, point]
-        keys = [self._record_key(write.node), f"{self._prefix}nodes", f"{self._prefix}hist:{write.node}:"]
-        reply = self._apply(keys=keys, args=args)
+        keys = [
+            self._record_key(write.node),
+            f"{self._prefix}nodes",
+            f"{self._prefix}hist:{write.node}:",
+            f"{self._prefix}due",
+        ]
+        return keys, args
+
+    @staticmethod
+    def _result_of(write: NodeWrite, reply: list[Any]) -> ApplyResult:
         verdict = reply[0].decode()
         if verdict != ACCEPTED:
             return ApplyResult(verdict)
@@ -254,6 +279,19 @@ class RedisLiveStore:
             previous=dict(zip(write.watch, watched, strict=True)),
             replaced_fields=[name.decode() for name in reply[3]],
         )
+
+    def apply(self, write: NodeWrite) -> ApplyResult:
+        keys, args = self._apply_call(write)
+        return self._result_of(write, self._apply(keys=keys, args=args))
+
+    async def apply_async(self, write: NodeWrite) -> ApplyResult:
+        """The same write from an event loop, without blocking it: batched with the loop's other writes."""
+        loop = asyncio.get_running_loop()
+        writer = self._loop_writers.get(loop)
+        if writer is None:
+            writer = self._loop_writers[loop] = _LoopWriter(self._url, self._apply.sha)
+        keys, args = self._apply_call(write)
+        return self._result_of(write, await writer.evalsha(keys, args))
 
     def read(self, names: Iterable[str] | None = None) -> dict[str, dict[str, str]]:
         if names is None:
@@ -273,7 +311,8 @@ class RedisLiveStore:
         return [point for point in map(json.loads, points) if point[0] >= since]
 
     def sweep(self, now: float, missed_intervals: int) -> list[str]:
-        turned = self._sweep(keys=[f"{self._prefix}nodes", f"{self._prefix}node:"], args=[repr(now), missed_intervals])
+        keys = [f"{self._prefix}nodes", f"{self._prefix}node:", f"{self._prefix}due"]
+        turned = self._sweep(keys=keys, args=[repr(now), missed_intervals, self._ttl_s])
         return [name.decode() for name in turned]
 
     def try_lock(self, name: str, owner: str, ttl_s: float) -> bool:
@@ -288,6 +327,69 @@ class RedisLiveStore:
         keys = list(self._redis.scan_iter(match=f"{self._prefix}*", count=1000))
         if keys:
             self._redis.delete(*keys)
+
+
+class _LoopWriter:
+    """One event loop's apply calls, sent as pipelines: what queues while one is in flight goes in the next.
+
+    Under load a round trip carries many reports, and the loop never waits on Redis: each
+    caller awaits its own reply.
+    """
+
+    MAX_BATCH = 256
+
+    def __init__(self, url: str, sha: str) -> None:
+        import redis.asyncio
+
+        self._redis = redis.asyncio.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._sha = sha
+        self._pending: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
+        self._flushing = False
+
+    async def evalsha(self, keys: list[str], args: list[Any]) -> Any:
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((keys, args, reply))
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().create_task(self._flush())
+        return await reply
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[: self.MAX_BATCH], self._pending[self.MAX_BATCH :]
+                try:
+                    replies = await self._execute(batch)
+                except Exception as error:  # Redis away: every caller of this batch answers 503
+                    replies = [error] * len(batch)
+                for (_, _, reply), value in zip(batch, replies, strict=True):
+                    if reply.done():
+                        continue
+                    if isinstance(value, Exception):
+                        reply.set_exception(value)
+                    else:
+                        reply.set_result(value)
+        finally:
+            self._flushing = False
+
+    async def _execute(self, batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]]) -> list[Any]:
+        from redis.exceptions import NoScriptError
+
+        replies = await self._send([(keys, args) for keys, args, _ in batch])
+        missing = [at for at, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            # Redis restarted or was flushed: load the script and resend what did not run (nothing of it applied).
+            await self._redis.script_load(_APPLY_SCRIPT)
+            resent = await self._send([batch[at][:2] for at in missing])
+            for at, reply in zip(missing, resent, strict=True):
+                replies[at] = reply
+        return replies
+
+    async def _send(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        pipeline = self._redis.pipeline(transaction=False)
+        for keys, args in calls:
+            pipeline.evalsha(self._sha, len(keys), *keys, *args)
+        return await pipeline.execute(raise_on_error=False)
 
 
 _RENEW_LOCK = """

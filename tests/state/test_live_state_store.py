@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
-from meshcore.state.store import ACCEPTED, SNAPSHOT_REQUIRED, STALE, NodeWrite
+import pytest
+
+from meshcore.state.store import ACCEPTED, SNAPSHOT_REQUIRED, STALE, NodeWrite, RedisLiveStore
+from tests.state.conftest import REDIS_URL
 
 
-def write(seq, kind="snapshot", agent="a1", now=100.0, fields=None, removed=(), watch=(), history=(), interval=1.0):
+def write(seq, kind="snapshot", agent="a1", now=100.0, fields=None, removed=(), watch=(), history=(), **more):
     return NodeWrite(
-        node="gpu-01",
+        node=more.get("node", "gpu-01"),
         agent_id=agent,
         seq=seq,
         kind=kind,
         now=now,
-        interval_s=interval,
+        interval_s=more.get("interval", 1.0),
         meta=json.dumps({"agent": {"id": agent}}),
         fields=dict(fields or {}),
         removed=list(removed),
@@ -90,6 +94,61 @@ def test_the_sweep_marks_a_node_silent_for_three_intervals_unhealthy_once(store)
     result = store.apply(write(2, kind="delta", now=108.0, interval=2.0))
     assert result.previous_health == "unhealthy"
     assert store.read(["gpu-01"])["gpu-01"]["health"] == "healthy"
+    # Healthy again, it is watched again: silent once more, it turns unhealthy once more.
+    assert store.sweep(now=113.0, missed_intervals=3) == []
+    assert store.sweep(now=114.5, missed_intervals=3) == ["gpu-01"]
+
+
+def test_the_sweep_finds_the_silent_node_among_reporting_ones(store):
+    for number in range(20):
+        store.apply(write(1, now=100.0, node=f"gpu-{number:02d}"))
+    for number in range(1, 20):
+        store.apply(write(2, kind="delta", now=103.0, node=f"gpu-{number:02d}"))
+    assert store.sweep(now=103.5, missed_intervals=3) == ["gpu-00"]
+    assert store.sweep(now=104.0, missed_intervals=3) == []
+
+
+def test_writes_from_an_event_loop_get_their_own_verdicts(store):
+    """Concurrent writes from one loop (batched into one round trip on Redis) each get their own answer."""
+
+    async def send_all():
+        return await asyncio.gather(
+            store.apply_async(write(1, node="a", fields={"gpu:G1": "a1"}, watch=["gpu:G1"])),
+            store.apply_async(write(1, node="b", fields={"gpu:G1": "b1"})),
+            store.apply_async(write(1, node="c", kind="delta")),
+            store.apply_async(write(2, node="a", kind="delta", fields={"gpu:G1": "a2"}, watch=["gpu:G1"])),
+            store.apply_async(write(2, node="a", kind="delta", fields={"gpu:G1": "dup"})),
+        )
+
+    results = asyncio.run(send_all())
+    assert [r.verdict for r in results] == [ACCEPTED, ACCEPTED, SNAPSHOT_REQUIRED, ACCEPTED, STALE]
+    assert results[0].previous == {"gpu:G1": None}
+    assert results[3].previous == {"gpu:G1": "a1"}  # in order: the second write of a saw the first
+    records = store.read(["a", "b", "c"])
+    assert records["a"]["gpu:G1"] == "a2" and records["b"]["gpu:G1"] == "b1" and "c" not in records
+
+
+def test_async_writes_load_the_script_again_after_redis_forgot_it():
+    store = RedisLiveStore(REDIS_URL, prefix="infermesh-test:script-flush:")
+    try:
+
+        async def scenario():
+            first = await store.apply_async(write(1, node="n1"))
+            await asyncio.to_thread(store._redis.script_flush)
+            second = await store.apply_async(write(2, node="n1", kind="delta"))
+            return first, second
+
+        first, second = asyncio.run(scenario())
+        assert (first.verdict, second.verdict) == (ACCEPTED, ACCEPTED)
+        assert store.read(["n1"])["n1"]["seq"] == "2"
+    finally:
+        store.clear()
+
+
+def test_async_writes_raise_when_redis_is_away():
+    store = RedisLiveStore("redis://127.0.0.1:1/0", prefix="infermesh-test:away:")
+    with pytest.raises(Exception, match=r"(?i)connect"):
+        asyncio.run(store.apply_async(write(1)))
 
 
 def test_one_owner_at_a_time_holds_a_lock(store):
