@@ -4,6 +4,8 @@ The in-memory channel layer's queues belong to the server's event loop: a messag
 from another thread's loop would not wake it. So once the server's loop is known (the
 ASGI entry point records it), sends from threads are scheduled on it; before that, or
 in a process with no server (commands, Celery), they run on a loop of the calling thread.
+`send_from_thread` does not wait for the server's loop (a busy loop must not hold up the
+projection or the mirror); what it schedules runs in the order it was sent.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,6 +21,9 @@ logger = logging.getLogger(__name__)
 
 _server_loop: asyncio.AbstractEventLoop | None = None
 _thread_loops = threading.local()
+# Sends scheduled on the server's loop, run one after the other by one task (touched on that loop only).
+_outbox: deque[Callable[[], Awaitable[Any]]] = deque()
+_draining = False
 
 
 def remember_server_loop() -> None:
@@ -43,3 +49,41 @@ def run_from_thread(make: Callable[[], Awaitable[Any]], timeout_s: float = 5.0) 
         # One loop per thread, kept: the Redis layer pools its connections per loop.
         own = _thread_loops.loop = asyncio.new_event_loop()
     return own.run_until_complete(make())
+
+
+def send_from_thread(make: Callable[[], Awaitable[Any]]) -> None:
+    """Schedule `make()` on the server's loop and return at once; without a server loop, run it here.
+
+    Sends keep their order. A failure is logged, not raised: the caller has moved on.
+    """
+    loop = _server_loop
+    if loop is not None and loop.is_running() and not loop.is_closed():
+        try:
+            running_here = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            running_here = False
+        if not running_here:
+            loop.call_soon_threadsafe(_enqueue, make)
+            return
+    run_from_thread(make)
+
+
+def _enqueue(make: Callable[[], Awaitable[Any]]) -> None:
+    global _draining
+    _outbox.append(make)
+    if not _draining:
+        _draining = True
+        asyncio.get_running_loop().create_task(_drain())
+
+
+async def _drain() -> None:
+    global _draining
+    try:
+        while _outbox:
+            make = _outbox.popleft()
+            try:
+                await make()
+            except Exception:
+                logger.warning("a channel-layer send from a thread failed", exc_info=True)
+    finally:
+        _draining = False

@@ -84,8 +84,8 @@ class EventStreamConsumer(AsyncJsonWebsocketConsumer):
 
     async def mesh_telemetry(self, message: dict[str, Any]) -> None:
         if self.subscription is not None:
-            for payload in self.subscription.telemetry_payloads(message):
-                await self.send_json(payload)
+            for text in self.subscription.telemetry_texts(message):
+                await self.send(text_data=text)
 
     async def _authentication_refusal(self) -> str:
         """Why this connection may not subscribe; empty when it may (Bearer token first, then session)."""

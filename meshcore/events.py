@@ -20,7 +20,8 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.db import transaction
 
-from meshcore.channel_bridge import run_from_thread
+from meshcore.channel_bridge import send_from_thread
+from meshcore.jsontext import compact
 from meshcore.models import Event, EventType, Node
 
 logger = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ def publish_events(events: list[Event]) -> None:
 
     try:
         # One hop into async for the whole batch, on the server's loop where the in-memory layer's queues live.
-        run_from_thread(send_all)
+        send_from_thread(send_all)
     except Exception:
         logger.warning("could not publish %d event(s) to the channel layer", len(events), exc_info=True)
 
@@ -155,13 +156,13 @@ class Subscription:
             and (not self.nodes or message["node"] in self.nodes)
         )
 
-    def telemetry_payloads(self, message: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """What this subscriber receives for a `mesh.telemetry` message: one payload per wanted node update."""
+    def telemetry_texts(self, message: Mapping[str, Any]) -> list[str]:
+        """What this subscriber receives for a `mesh.telemetry` message: one JSON text per wanted node update."""
         if not self.telemetry:
             return []
         # Ingest coalesces updates into one message; a lone update (no "updates" key) is one too.
         updates = message.get("updates", [message])
-        return [telemetry_payload(update) for update in updates if not self.nodes or update.get("node") in self.nodes]
+        return [telemetry_text(update) for update in updates if not self.nodes or update.get("node") in self.nodes]
 
     def backlog(self) -> tuple[list[dict[str, Any]], bool]:
         """Stored events after `after` that match, oldest first, at most BACKLOG_LIMIT; and whether more match."""
@@ -247,6 +248,12 @@ def event_payload(message: Mapping[str, Any]) -> dict[str, Any]:
         "actor": message["actor"],
         "data": message["data"],
     }
+
+
+def telemetry_text(update: Mapping[str, Any]) -> str:
+    """One node update as JSON text: the publisher encodes it once (`json`), not once per subscriber."""
+    text = update.get("json")
+    return text if text is not None else compact(telemetry_payload(update))
 
 
 def telemetry_payload(update: Mapping[str, Any]) -> dict[str, Any]:

@@ -75,8 +75,8 @@ async def _stream(subscription: events.Subscription, layer: BaseChannelLayer, ch
                 if message["id"] not in sent and subscription.wants_event(message):
                     yield _frame(events.event_payload(message), message["event_type"], message["id"])
             elif message["type"] == "mesh.telemetry":
-                for payload in subscription.telemetry_payloads(message):
-                    yield _frame(payload, "telemetry")
+                for text in subscription.telemetry_texts(message):
+                    yield f"event: telemetry\ndata: {text}\n\n"
     finally:
         if receiving is not None:
             receiving.cancel()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from meshcore.channel_bridge import run_from_thread
@@ -59,7 +60,10 @@ class TelemetryPublisher:
             return 0
         from channels.layers import get_channel_layer
 
-        from meshcore.events import TELEMETRY_GROUP
+        from meshcore.events import TELEMETRY_GROUP, telemetry_text
+
+        # Encoded here, once: subscribers forward the text, and a message of strings packs fast.
+        updates = [{"node": update["node"], "json": telemetry_text(update)} for update in updates]
 
         layer = get_channel_layer()
         if layer is None:
@@ -72,9 +76,10 @@ class TelemetryPublisher:
         while not self._stop.is_set():
             self._wake.wait()
             self._wake.clear()
+            started = time.monotonic()
             try:
-                self.flush()
+                self.flush()  # waits for the send: while the loop is busy, reports coalesce here
             except Exception:
                 logger.warning("could not publish telemetry", exc_info=True)
-            # Coalesce what arrives in the next window into one message.
-            self._stop.wait(self.period_s)
+            # Coalesce what arrives in the rest of the window into one message.
+            self._stop.wait(max(0.0, self.period_s - (time.monotonic() - started)))
