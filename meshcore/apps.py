@@ -1,3 +1,5 @@
+import logging
+
 from django.apps import AppConfig
 
 
@@ -12,3 +14,5 @@ class MeshcoreConfig(AppConfig):
         from meshcore.replication import guards
 
         guards.connect()
+        # Python warnings go through logging too, so every line a process writes has the configured format.
+        logging.captureWarnings(True)

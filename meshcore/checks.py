@@ -20,7 +20,7 @@ def check_asgi_server(app_configs: Any, **kwargs: Any) -> list:
         return [
             Error(
                 f"MESH_ASGI_SERVER={server} but {server} is not installed.",
-                hint=f"pip install {server}, or unset MESH_ASGI_SERVER to use daphne.",
+                hint=f"pip install {server}, or set MESH_ASGI_SERVER to the other server (uvicorn or daphne).",
                 id="meshcore.E001",
             )
         ]

@@ -3,13 +3,14 @@
 It checks the configuration and the database schema, starts this process's background
 parts (none yet: the Raft replica and the embedded agent arrive with their issues), then
 serves the ASGI application (`/proxy/` on the lean data path, the rest through Django and
-Channels) under daphne, or uvicorn when MESH_ASGI_SERVER says so. SIGTERM and SIGINT stop
+Channels) under uvicorn, or daphne when MESH_ASGI_SERVER says so. SIGTERM and SIGINT stop
 it cleanly.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 from typing import Any
 
 from django.conf import settings
@@ -21,6 +22,7 @@ from meshcore.process import MeshProcess
 
 logger = logging.getLogger("infermesh.serve")
 access_logger = logging.getLogger("infermesh.access")
+GRACEFUL_SHUTDOWN_S = 3
 
 
 class Command(BaseCommand):
@@ -32,9 +34,9 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8000, help="Port to listen on (default 8000).")
         parser.add_argument(
             "--server",
-            choices=["daphne", "uvicorn"],
+            choices=["uvicorn", "daphne"],
             default=None,
-            help="ASGI server (default: MESH_ASGI_SERVER, daphne unless set).",
+            help="ASGI server (default: MESH_ASGI_SERVER, uvicorn unless set).",
         )
         parser.add_argument("--no-access-log", action="store_true", help="Do not log a line per HTTP request.")
 
@@ -82,7 +84,24 @@ class Command(BaseCommand):
     def _run_uvicorn(self, application: Any, host: str, port: int, access_log: bool) -> None:
         import uvicorn
 
-        uvicorn.run(application, host=host, port=port, lifespan="on", access_log=access_log, log_config=None)
+        # uvicorn re-raises the SIGTERM/SIGINT it stopped on once it is done, which would kill this
+        # process before `process.stop()`; with these handlers in place the re-raise does nothing.
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, _already_stopping)
+        uvicorn.run(
+            application,
+            host=host,
+            port=port,
+            lifespan="on",
+            access_log=access_log,
+            log_config=None,
+            # Event streams never finish on their own: give them this long after SIGTERM, then cancel them.
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        )
+
+
+def _already_stopping(number: int, frame: Any) -> None:
+    """The signal uvicorn re-raises after its shutdown: serve is stopping already."""
 
 
 def _finish_pending_tasks() -> None:
