@@ -9,10 +9,11 @@ same run, on the Django/DRF view (`MESH_TELEMETRY_PATH=django`) as the baseline:
 - saturation: 1,000 nodes as fast as the server answers (closed loop over a pool of keep-alive
   connections): the most GPU samples per second it accepts, and request latency.
 
-One `manage.py serve` (daphne, Redis live state and channel layer, a single Raft replica, its
-own data folder) per path; the nodes are registered once through the REST API and both servers
-use the same database. The agents run in one child process (`benchmarks.telemetry_load`, raw
-asyncio HTTP/1.1 keep-alive), the subscriber in another, so neither spends the server's CPU.
+One `manage.py serve` (uvicorn, the default, or daphne with --server; Redis live state and
+channel layer, a single Raft replica, its own data folder) per path; the nodes are registered
+once through the REST API and both servers use the same database. The agents run in one child
+process (`benchmarks.telemetry_load`, raw asyncio HTTP/1.1 keep-alive), the subscriber in another,
+so neither spends the server's CPU.
 
     python -m benchmarks.telemetry_ingest            # the full run (about 5 minutes on 2 cores)
     python -m benchmarks.telemetry_ingest --quick    # 100 nodes, short windows (about 80 s)
@@ -598,6 +599,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tail", type=float, default=None, help="seconds the subscriber listens after a window")
     parser.add_argument("--connections", type=int, default=100, help="keep-alive connections of the agents")
     parser.add_argument("--paths", default="lean,django", help="telemetry paths to run (default lean,django)")
+    parser.add_argument("--server", choices=("uvicorn", "daphne"), default="uvicorn", help="ASGI server (default uvicorn)")
     # A database of its own: channel-layer groups are per database, not per prefix, so on a shared one the
     # benchmark's telemetry would reach every other infermesh subscriber (and theirs would reach it).
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14", help="default: database 14")
@@ -621,6 +623,7 @@ def main(argv: list[str] | None = None) -> int:
     failures = ["the benchmark did not finish"]
     try:
         env, api_token = prepare(root, args.redis_url)
+        env["MESH_ASGI_SERVER"] = args.server
         settings = Settings(
             api_token=api_token,
             connections=args.connections,
@@ -637,7 +640,7 @@ def main(argv: list[str] | None = None) -> int:
         say("")
         say(
             f"Telemetry ingest benchmark ({'quick' if quick else 'full'} run): one control-plane process "
-            f"(daphne, Redis), {GPUS_PER_NODE} GPUs per node, {os.cpu_count()} CPUs shared with the simulated "
+            f"({args.server}, Redis), {GPUS_PER_NODE} GPUs per node, {os.cpu_count()} CPUs shared with the simulated "
             f"fleet and the subscriber; {settings.duration_s:.0f} s windows. lean/django: the lean figure "
             f"divided by the Django one."
         )
