@@ -34,16 +34,23 @@ def remember_server_loop() -> None:
         _server_loop = loop
 
 
+def _server_loop_elsewhere() -> asyncio.AbstractEventLoop | None:
+    """The server's loop when it runs and this thread is not its own; else None."""
+    loop = _server_loop
+    if loop is None or not loop.is_running() or loop.is_closed():
+        return None
+    try:
+        running_here = asyncio.get_running_loop() is loop
+    except RuntimeError:
+        running_here = False
+    return None if running_here else loop
+
+
 def run_from_thread(make: Callable[[], Awaitable[Any]], timeout_s: float = 5.0) -> Any:
     """Run the coroutine `make()` on the server's loop if there is one, else on this thread's own loop."""
-    loop = _server_loop
-    if loop is not None and loop.is_running() and not loop.is_closed():
-        try:
-            running_here = asyncio.get_running_loop() is loop
-        except RuntimeError:
-            running_here = False
-        if not running_here:
-            return asyncio.run_coroutine_threadsafe(make(), loop).result(timeout_s)
+    loop = _server_loop_elsewhere()
+    if loop is not None:
+        return asyncio.run_coroutine_threadsafe(make(), loop).result(timeout_s)
     own = getattr(_thread_loops, "loop", None)
     if own is None or own.is_closed():
         # One loop per thread, kept: the Redis layer pools its connections per loop.
@@ -56,16 +63,14 @@ def send_from_thread(make: Callable[[], Awaitable[Any]]) -> None:
 
     Sends keep their order. A failure is logged, not raised: the caller has moved on.
     """
-    loop = _server_loop
-    if loop is not None and loop.is_running() and not loop.is_closed():
-        try:
-            running_here = asyncio.get_running_loop() is loop
-        except RuntimeError:
-            running_here = False
-        if not running_here:
-            loop.call_soon_threadsafe(_enqueue, make)
-            return
-    run_from_thread(make)
+    loop = _server_loop_elsewhere()
+    if loop is not None:
+        loop.call_soon_threadsafe(_enqueue, make)
+        return
+    try:
+        run_from_thread(make)
+    except Exception:
+        logger.warning("a channel-layer send failed", exc_info=True)
 
 
 def _enqueue(make: Callable[[], Awaitable[Any]]) -> None:

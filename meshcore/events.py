@@ -65,11 +65,9 @@ def publish_events(events: list[Event]) -> None:
         for event in events:
             await layer.group_send(EVENTS_GROUP, event_message(event))
 
-    try:
-        # One hop into async for the whole batch, on the server's loop where the in-memory layer's queues live.
-        send_from_thread(send_all)
-    except Exception:
-        logger.warning("could not publish %d event(s) to the channel layer", len(events), exc_info=True)
+    # One hop into async for the whole batch, on the server's loop where the in-memory layer's queues live;
+    # a failure is logged there and does not reach the caller.
+    send_from_thread(send_all)
 
 
 def record_batch_events(batch: dict[str, Any], result: dict[str, Any]) -> list[Event]:
