@@ -599,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tail", type=float, default=None, help="seconds the subscriber listens after a window")
     parser.add_argument("--connections", type=int, default=100, help="keep-alive connections of the agents")
     parser.add_argument("--paths", default="lean,django", help="telemetry paths to run (default lean,django)")
-    parser.add_argument("--server", choices=("uvicorn", "daphne"), default="uvicorn", help="ASGI server (default uvicorn)")
+    parser.add_argument("--server", choices=("uvicorn", "daphne"), default="uvicorn", help="ASGI server")
     # A database of its own: channel-layer groups are per database, not per prefix, so on a shared one the
     # benchmark's telemetry would reach every other infermesh subscriber (and theirs would reach it).
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14", help="default: database 14")

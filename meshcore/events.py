@@ -11,7 +11,6 @@ they want with the same query parameters, parsed here into a `Subscription`.
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,8 +22,6 @@ from django.db import transaction
 from meshcore.channel_bridge import send_from_thread
 from meshcore.jsontext import compact
 from meshcore.models import Event, EventType, Node
-
-logger = logging.getLogger(__name__)
 
 EVENTS_GROUP = "mesh.events"
 # Telemetry ingest sends {"type": "mesh.telemetry", "updates": [{"node", "time", "gpus", "instances"}, ...]} here.
