@@ -16,7 +16,7 @@ process (`benchmarks.telemetry_load`, raw asyncio HTTP/1.1 keep-alive), the subs
 so neither spends the server's CPU.
 
     python -m benchmarks.telemetry_ingest            # the full run (about 5 minutes on 2 cores)
-    python -m benchmarks.telemetry_ingest --quick    # 100 nodes, short windows (about 80 s)
+    python -m benchmarks.telemetry_ingest --quick    # 100 nodes, short windows (about 50 s)
 
 Goals (from the issue): at least 10,000 GPU samples/s accepted, and p99 report-to-subscriber
 under 1 s; they are judged on the lean path and printed as met / not met. The run exits 1 only
@@ -34,9 +34,7 @@ import multiprocessing
 import os
 import secrets
 import shutil
-import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,7 +50,7 @@ import httpx
 
 from benchmarks import telemetry_load
 from benchmarks.telemetry_load import GPUS_PER_NODE, FleetPlan, RunResult, SubscriberPlan, SubscriberResult
-from tests.site.helpers import REPO, clean_env, free_port, manage
+from tests.site.helpers import ServeProcess, clean_env, manage
 
 PATHS = ("lean", "django")
 GOAL_SAMPLES_PER_S = 10_000.0
@@ -81,43 +79,20 @@ class ControlPlane:
     """One `manage.py serve` on the given data folder, with the telemetry path chosen by `path`."""
 
     def __init__(self, env: dict[str, str], path: str, log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.path = path
         self.prefix = f"bench-{uuid.uuid4().hex[:8]}-{path}:"
         self.env = {**env, "MESH_TELEMETRY_PATH": path, "MESH_LIVE_STATE_PREFIX": self.prefix}
-        self.log_path = log
-        self.process: subprocess.Popen | None = None
+        self.serve = ServeProcess(self.env, log)
+        self.port = self.serve.port
+        self.url = self.serve.url
 
     def start(self, timeout: float = 60) -> float:
-        started = time.monotonic()
-        with open(self.log_path, "a") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "manage.py", "serve", "--port", str(self.port), "--no-access-log"],
-                cwd=REPO,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"serve exited with {self.process.returncode}: {self.log_tail()}")
-            try:
-                httpx.get(f"{self.url}/healthz", timeout=1)
-                return time.monotonic() - started
-            except httpx.TransportError:
-                time.sleep(0.1)
-        raise RuntimeError(f"serve did not answer within {timeout:.0f} s: {self.log_tail()}")
+        """Start serve; the seconds until it answered."""
+        self.serve.start()
+        return self.serve.wait_http(timeout)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        self.serve.stop()
         self.forget_live_state()
 
     def forget_live_state(self) -> None:
@@ -132,8 +107,8 @@ class ControlPlane:
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system, all threads) the server has used so far."""
-        assert self.process is not None
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        assert self.serve.process is not None
+        fields = Path(f"/proc/{self.serve.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def mirrored(self, names: list[str], since: float) -> int:
@@ -155,12 +130,6 @@ class ControlPlane:
         while (done := self.mirrored(names, since)) < len(names) and time.monotonic() - started < timeout:
             time.sleep(0.5)
         return time.monotonic() - started, done
-
-    def log_tail(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-3000:]
-        except OSError:
-            return ""
 
 
 def prepare(root: Path, redis_url: str) -> tuple[dict[str, str], str]:
@@ -589,7 +558,7 @@ def failures_of(results: dict[str, list[Figures]]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Telemetry ingest benchmark: one control plane, simulated nodes.")
-    parser.add_argument("--quick", action="store_true", help="100 nodes, 5 s windows (about 80 s; for CI)")
+    parser.add_argument("--quick", action="store_true", help="100 nodes, 5 s windows (about 50 s; for CI)")
     parser.add_argument("--nodes", default=None, help="paced node counts, comma-separated (default 100,1000)")
     parser.add_argument("--duration", type=float, default=None, help="seconds measured per scenario (default 20)")
     parser.add_argument("--warmup", type=float, default=None, help="seconds of load before measuring (default 3)")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.site.helpers import REPO, TEST_SECRET, clean_env, free_port, manage, wait_for_http
+from tests.site.helpers import REPO, TEST_SECRET, ServeProcess, clean_env, manage
 
 REDIS = "redis://127.0.0.1:6379"
 
@@ -22,9 +22,7 @@ class ControlPlane:
     """One `serve` process on the real Redis (live state, channel layer), with a node registered."""
 
     def __init__(self, data_dir: Path, **settings: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = clean_env(
+        env = clean_env(
             data_dir,
             **{
                 "SECRET_KEY": TEST_SECRET,
@@ -34,24 +32,18 @@ class ControlPlane:
                 **settings,
             },
         )
-        if not self.env["REDIS_URL"]:
-            del self.env["REDIS_URL"]
-        self.log = open(data_dir / "serve.log", "w")
-        self.process: subprocess.Popen | None = None
+        if not env["REDIS_URL"]:
+            del env["REDIS_URL"]
+        self.env = env
+        self.serve = ServeProcess(env, data_dir / "serve.log")
+        self.port, self.url = self.serve.port, self.serve.url
 
     def start(self) -> None:
         for command in (("migrate", "--noinput"), ("ensure_admin",)):
             result = manage(*command, env=self.env)
             assert result.returncode == 0, result.stderr
-        self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--port", str(self.port), "--no-access-log"],
-            cwd=REPO,
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        wait_for_http(f"{self.url}/healthz", self.process, timeout=60)
+        self.serve.start()
+        self.serve.wait_http(timeout=60)
 
     def register_node(self, name: str) -> str:
         result = manage("node", "register", name, "--address", "127.0.0.1", "--role", "gpu", env=self.env)
@@ -69,13 +61,7 @@ class ControlPlane:
         return response.json()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        self.log.close()
+        self.serve.stop()
 
 
 class AgentProcess:

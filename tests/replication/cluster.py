@@ -6,9 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -18,14 +16,14 @@ from pathlib import Path
 
 import httpx
 
-from tests.site.helpers import REPO, TEST_SECRET, clean_env, free_port, manage
+from tests.site.helpers import TEST_SECRET, ServeProcess, clean_env, free_port, manage
 
 RAFT_PASSWORD = "a-long-shared-raft-password-for-tests"
 REDIS_URL = os.environ.get("MESH_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
 
 
 @dataclass
-class ReplicaProcess:
+class ReplicaProcess(ServeProcess):
     name: str
     data_dir: Path
     raft_address: str
@@ -36,48 +34,7 @@ class ReplicaProcess:
 
     def __post_init__(self) -> None:
         self.log_path = self.data_dir / "serve.log"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    def start(self) -> None:
-        log = self.log_path.open("a")
-        self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--port", str(self.http_port), "--no-access-log"],
-            cwd=REPO,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def wait_http(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"{self.name} exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                httpx.get(f"{self.url}/healthz", timeout=1)
-                return
-            except httpx.TransportError:
-                time.sleep(0.1)
-        raise AssertionError(f"{self.name} did not answer HTTP within {timeout}s:\n{self.log()}")
-
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def log(self) -> str:
-        return self.log_path.read_text() if self.log_path.exists() else ""
+        self.port = self.http_port
 
     def manage(self, *args: str) -> subprocess.CompletedProcess:
         return manage(*args, env=self.env, timeout=60)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -61,3 +62,66 @@ def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 30) -> N
         except httpx.TransportError:
             time.sleep(0.1)
     raise AssertionError(f"{url} did not answer within {timeout}s")
+
+
+class ServeFailed(RuntimeError):
+    """A `serve` child process exited, or did not answer HTTP in time."""
+
+
+class ServeProcess:
+    """`manage.py serve` as a child process on loopback: its output appended to a log file (never a
+    pipe nobody reads), ready once /healthz answers, stopped with SIGTERM (SIGKILL if it hangs)."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, port: int | None = None, name: str = "serve") -> None:
+        self.name = name
+        self.env = env
+        self.log_path = log_path
+        self.port = port or free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with self.log_path.open("a") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "manage.py", "serve", "--port", str(self.port), "--no-access-log"],
+                cwd=REPO,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait_http(self, timeout: float = 30) -> float:
+        """Wait until /healthz answers; the seconds it took."""
+        assert self.process is not None, "start() first"
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if self.process.poll() is not None:
+                raise ServeFailed(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                httpx.get(f"{self.url}/healthz", timeout=1)
+                return time.monotonic() - started
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise ServeFailed(f"{self.name} did not answer HTTP within {timeout:.0f} s:\n{self.log_tail()}")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log()[-chars:]
