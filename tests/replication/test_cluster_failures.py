@@ -203,8 +203,14 @@ def test_a_replica_rebuilds_a_lost_database_from_its_journal(cluster, token):
             item.get("name") for item in api(replica, token).get(path, params={"page_size": 1000}).json()["results"]
         )
 
+    # Compared afresh each time: the other replica may itself still be applying a late commit.
+    reference = next(replica for replica in cluster.replicas if replica is not follower)
     for path in ("/models/", "/policies/", "/nodes/"):
-        expected = listing(cluster.replicas[0], path)
-        assert wait_until(lambda p=path, e=expected: listing(follower, p) == e, timeout=30), path
+        agreed = wait_until(lambda p=path: listing(follower, p) == listing(reference, p), timeout=30)
+        assert agreed, (
+            path,
+            {r.name: listing(r, path) for r in cluster.replicas},
+            {r.name: api(r, token).get("/cluster/").json() for r in cluster.replicas},
+        )
     # Rebuilding is history: nothing is announced again.
     assert [m for m in listener.collect(2) if m["event_type"] != "LEADER_CHANGED"] == []
