@@ -44,6 +44,7 @@ from typing import Any
 
 import httpx
 
+from benchmarks.common import conclude, percentile, say
 from tests.replication.cluster import Cluster, ReplicaProcess
 from tests.site.helpers import REPO
 
@@ -61,19 +62,6 @@ REFUSED_MARK = "nothing was written"
 
 
 # ---- small helpers -------------------------------------------------------------------------
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile (p in 0..100); NaN for no values."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(p / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
 
 
 def control(replica: ReplicaProcess, request: dict[str, Any], timeout: float = 3) -> dict[str, Any] | None:
@@ -814,14 +802,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.json:
             args.json.write_text(json.dumps(results, indent=2, default=str))
-        if args.keep or failures:
-            say(f"kept the data folders and logs in {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
-    say(f"took {time.monotonic() - started:.0f} s; load average (1 min) at the end: {os.getloadavg()[0]:.2f}")
-    for failure in failures:
-        say(f"FAILED: {failure}")
-    return 1 if failures else 0
+    return conclude(root, args.keep, failures, started)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ import json
 import multiprocessing
 import os
 import secrets
-import shutil
 import sqlite3
 import sys
 import tempfile
@@ -49,6 +48,7 @@ from typing import Any
 import httpx
 
 from benchmarks import telemetry_load
+from benchmarks.common import conclude, percentile, say
 from benchmarks.telemetry_load import GPUS_PER_NODE, FleetPlan, RunResult, SubscriberPlan, SubscriberResult
 from tests.site.helpers import ServeProcess, clean_env, manage
 
@@ -57,19 +57,6 @@ GOAL_SAMPLES_PER_S = 10_000.0
 GOAL_P99_S = 1.0
 ADMIN_PASSWORD = "a-benchmark-admin-password"  # a throwaway admin in a temporary folder
 CONTEXT = multiprocessing.get_context("spawn")
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile (p in 0..100); NaN for no values."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(p / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
 
 
 # ---- the control plane -------------------------------------------------------------------------
@@ -623,14 +610,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.json:
             args.json.write_text(json.dumps({p: [asdict(f) for f in fs] for p, fs in results.items()}, indent=2))
-        if args.keep or failures:
-            say(f"kept the data folder and logs in {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
-    say(f"took {time.monotonic() - started:.0f} s; load average (1 min) at the end: {os.getloadavg()[0]:.2f}")
-    for failure in failures:
-        say(f"FAILED: {failure}")
-    return 1 if failures else 0
+    return conclude(root, args.keep, failures, started)
 
 
 if __name__ == "__main__":
