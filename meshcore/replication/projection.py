@@ -18,6 +18,7 @@ from typing import Any
 from django.contrib.auth.models import Group, Permission
 from django.db import models, transaction
 
+from meshcore.replication import rows
 from meshcore.replication.state import KINDS, DesiredState
 
 logger = logging.getLogger(__name__)
@@ -148,8 +149,8 @@ def _permissions(names: list[str]) -> list[Permission]:
 def apply_changes(changes: list[dict[str, Any]], *, upsert: bool = False) -> None:
     """Write one batch's changes to the tables (the caller holds the transaction).
 
-    A create is one INSERT and an update one UPDATE of the changed columns: this runs for every
-    write on every replica. `upsert` is for rebuilding, where rows may already exist.
+    A create is one INSERT and an update one UPDATE of the changed columns, through `rows`: this
+    runs for every write on every replica. `upsert` is for rebuilding, where rows may already exist.
     """
     models_by_kind = kind_models()
     with projecting():
@@ -165,11 +166,11 @@ def apply_changes(changes: list[dict[str, Any]], *, upsert: bool = False) -> Non
             if upsert:
                 model.objects.update_or_create(pk=item["id"], defaults=values)
             elif op == "create":
-                model(pk=item["id"], **values).save(force_insert=True)
+                rows.insert(model(pk=item["id"], **values))
             else:
                 # The state bumps `version` on every update without listing it as changed.
                 changed = set(change.get("changed", DESIRED_FIELDS[kind])) | {"version"}
-                model.objects.filter(pk=item["id"]).update(**{k: v for k, v in values.items() if k in changed})
+                rows.update(model, item["id"], {k: v for k, v in values.items() if k in changed})
             _apply_memberships(kind, item, op, change.get("changed"), upsert)
 
 

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -25,6 +24,7 @@ from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
+from meshcore.replication import rows
 from meshcore.replication.projection import AppliedIndex, apply_changes, rebuild, state_from_database
 from meshcore.replication.raft import NoQuorum, RaftSettings, Replica
 from meshcore.replication.state import DesiredState
@@ -60,9 +60,8 @@ class DatabaseProjection:
             return  # replayed from the journal at start: already in this database
         with transaction.atomic():
             # Claim the sequence number first: a batch this database already has changes nothing.
-            claimed = ProjectionState.objects.filter(pk=1, applied_seq__lt=seq).update(
-                applied_seq=seq, updated_at=timezone.now()
-            )
+            claim = {"applied_seq": seq, "updated_at": timezone.now()}
+            claimed = rows.update_where(ProjectionState, claim, {"id": 1}, below={"applied_seq": seq})
             if not claimed:
                 row, created = ProjectionState.objects.get_or_create(pk=1, defaults={"applied_seq": seq})
                 if not created:
@@ -126,13 +125,19 @@ class LocalLog:
     def propose(self, batch: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
         with self._lock, transaction.atomic():
             state = self.state
-            before = copy.deepcopy(state.__dict__)
+            # `apply` replaces these rather than changing them in place, so keeping references is a snapshot.
+            before = (state.items, state.next_id, state.seq, state.leader)
+            key = batch.get("key")
+            new_key = bool(key) and key not in state.results
             result = state.apply(batch)
             try:
                 if result["status"] == "ok" and not result.get("replayed"):
                     self.projection.apply_committed(batch, result)
             except Exception:
-                state.__dict__.update(before)  # the database refused it: so does the state
+                # The database refused it: so does the state.
+                state.items, state.next_id, state.seq, state.leader = before
+                if new_key:
+                    state.results.pop(key, None)
                 raise
         return result
 

@@ -1,0 +1,114 @@
+"""Single-row writes for the projection, as SQL built once per table and column set.
+
+Every committed batch is projected on every replica, so these statements run for every write
+several times over. Building a query through the ORM cost three to four times the write itself
+(`benchmarks/replication.py`); here the statement text is cached and only the values are
+prepared per call, the way the ORM prepares them (`pre_save`, `get_db_prep_save`), so rows
+read back through the ORM exactly as if it had written them.
+
+Deletes stay in the ORM: Django emulates `on_delete` for the rows that refer to the deleted one.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from django.db import connections, models
+
+Fields = tuple[models.Field, ...]
+
+
+def insert(instance: models.Model, using: str = "default") -> None:
+    """INSERT the instance's row; an instance without a primary key gets the one the database assigns."""
+    _guard(type(instance), "rows.insert()")
+    connection = connections[using]
+    meta = instance._meta
+    assign_pk = instance.pk is None
+    fields = tuple(f for f in meta.concrete_fields if not (f.primary_key and assign_pk))
+    returning = assign_pk and connection.features.can_return_columns_from_insert
+    params = [field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields]
+    sql = _insert_sql(connection.vendor, meta.db_table, fields, meta.pk.column if returning else None)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        if returning:
+            instance.pk = cursor.fetchone()[0]
+        elif assign_pk:
+            instance.pk = connection.ops.last_insert_id(cursor, meta.db_table, meta.pk.column)
+    instance._state.adding = False
+    instance._state.db = using
+
+
+def update(model: type[models.Model], pk: Any, values: dict[str, Any], using: str = "default") -> int:
+    """UPDATE the named fields of one row (values as the model holds them); return the rows changed."""
+    return update_where(model, values, {model._meta.pk.name: pk}, using=using)
+
+
+def update_where(
+    model: type[models.Model],
+    values: dict[str, Any],
+    where: dict[str, Any],
+    *,
+    below: dict[str, Any] | None = None,
+    using: str = "default",
+) -> int:
+    """UPDATE ... WHERE each `where` field equals its value and each `below` field is less than its value."""
+    _guard(model, "rows.update()")
+    if not values:
+        return 0  # nothing of this row is a column here (a user's groups are another table)
+    connection = connections[using]
+    meta = model._meta
+    assignments = _fields(model, values)
+    equal, less = _fields(model, where), _fields(model, below or {})
+    params = [field.get_db_prep_save(values[name], connection) for name, field in assignments]
+    params += [field.get_db_prep_value(where[name], connection) for name, field in equal]
+    params += [field.get_db_prep_value(below[name], connection) for name, field in less]  # type: ignore[index]
+    sql = _update_sql(
+        connection.vendor,
+        meta.db_table,
+        tuple(field.column for _, field in assignments),
+        tuple(field.column for _, field in equal),
+        tuple(field.column for _, field in less),
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
+
+
+def _guard(model: type[models.Model], action: str) -> None:
+    # These statements skip the models' own guards: a replicated table still takes them only from the projection.
+    if hasattr(model, "OBSERVED_FIELDS"):
+        from meshcore.replication.projection import require_projecting  # projection imports this module
+
+        require_projecting(model, action)
+
+
+def _fields(model: type[models.Model], values: dict[str, Any]) -> list[tuple[str, models.Field]]:
+    # Sorted: the same column set always makes the same (cached) statement.
+    return [(name, model._meta.get_field(name)) for name in sorted(values)]
+
+
+def _quote(vendor: str, name: str) -> str:
+    # SQLite and PostgreSQL, the two databases infermesh runs on, both quote with double quotes.
+    if vendor not in ("sqlite", "postgresql"):
+        raise NotImplementedError(f"the projection writes SQL for SQLite and PostgreSQL, not {vendor}")
+    return '"' + name.replace('"', '""') + '"'
+
+
+@cache
+def _insert_sql(vendor: str, table: str, fields: Fields, returning: str | None) -> str:
+    columns = ", ".join(_quote(vendor, field.column) for field in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    tail = f" RETURNING {_quote(vendor, returning)}" if returning else ""
+    # Names come from the models' metadata, values only ever as parameters.
+    return f"INSERT INTO {_quote(vendor, table)} ({columns}) VALUES ({placeholders}){tail}"  # noqa: S608
+
+
+@cache
+def _update_sql(
+    vendor: str, table: str, columns: tuple[str, ...], equal: tuple[str, ...], less: tuple[str, ...]
+) -> str:
+    assignments = ", ".join(f"{_quote(vendor, column)} = %s" for column in columns)
+    conditions = [f"{_quote(vendor, column)} = %s" for column in equal]
+    conditions += [f"{_quote(vendor, column)} < %s" for column in less]
+    return f"UPDATE {_quote(vendor, table)} SET {assignments} WHERE {' AND '.join(conditions)}"  # noqa: S608
