@@ -4,7 +4,8 @@ Threads, and what runs on each:
 - PySyncObj's tick thread runs the replicated `apply_batch` on the in-memory state and
   hands committed changes to the projector. It never touches the database (a slow
   database must not stop heartbeats) and never waits on anything.
-- The projector thread writes each committed batch to this replica's database.
+- The projector thread writes committed batches to this replica's database (those committed
+  meanwhile together, in one transaction).
 - A writer (a request thread, a command) proposes a batch and waits, with a timeout, for
   the commit and then for this replica's projection (read your writes).
 """
@@ -124,6 +125,9 @@ class _LoggingEncryptor:
             )
 
 
+MAX_GROUP = 64  # committed batches projected in one transaction at most
+
+
 class Projector(threading.Thread):
     """Writes committed batches to the database, in commit order, off the tick thread."""
 
@@ -145,25 +149,41 @@ class Projector(threading.Thread):
         self._queue.put(("stop", None, None))
 
     def run(self) -> None:
+        waiting = None  # taken from the queue while gathering a group, handled next
         while True:
-            action, first, second = self._queue.get()
+            action, first, second = waiting or self._queue.get()
+            waiting = None
             if action == "stop":
                 return
-            while True:
-                try:
-                    # The thread keeps one connection (reopening SQLite per batch cost half its time).
-                    if action == "apply":
-                        self._apply(first, second)
-                    else:
-                        self._rebuild(first)
-                    break
-                except Exception:
-                    # The entry is committed; the database must take it. Retry, on a fresh connection.
-                    logger.exception("projecting a committed change failed; retrying in 1 s")
-                    connections.close_all()
-                    if self._stopping:
-                        return
-                    time.sleep(1)
+            if action == "apply":
+                group = [(first, second)]
+                # Batches committed meanwhile share the transaction: concurrent writers cost one commit.
+                while len(group) < MAX_GROUP:
+                    try:
+                        waiting = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if waiting[0] != "apply":
+                        break
+                    group.append(waiting[1:])
+                    waiting = None
+                self._retrying(lambda group=group: self._apply(group))
+            else:
+                self._retrying(lambda state=first: self._rebuild(state))
+
+    def _retrying(self, project: Any) -> None:
+        while True:
+            try:
+                # The thread keeps one connection (reopening SQLite per batch cost half its time).
+                project()
+                return
+            except Exception:
+                # The entries are committed; the database must take them. Retry, on a fresh connection.
+                logger.exception("projecting a committed change failed; retrying in 1 s")
+                connections.close_all()
+                if self._stopping:
+                    return
+                time.sleep(1)
 
 
 class _Transitions:
@@ -190,7 +210,7 @@ class Replica:
     def __init__(self, raft: RaftSettings, projection: Any) -> None:
         self.settings = raft
         self.projection = projection
-        self.projector = Projector(projection.apply_committed, projection.rebuild_from)
+        self.projector = Projector(projection.apply_committed_group, projection.rebuild_from)
         # Until this replica has caught up with the leader, what it applies is history: project it, don't announce it.
         self._caught_up = threading.Event()
         self.log = RegistryLog(self._committed, self.projector.restored)

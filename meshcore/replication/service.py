@@ -52,36 +52,44 @@ class DatabaseProjection:
         self.applied.advance(row.applied_seq if row else 0)
 
     def apply_committed(self, batch: dict[str, Any], result: dict[str, Any]) -> None:
+        self.apply_committed_group([(batch, result)])
+
+    def apply_committed_group(self, committed: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+        """Project batches in their commit order, in one transaction: under load, one database commit for many."""
         from meshcore.events import publish_events, record_batch_events
         from meshcore.models import ProjectionState
 
-        seq = result["seq"]
-        if seq <= self.applied.value:
-            return  # replayed from the journal at start: already in this database
+        projected = []
+        applied = self.applied.value
         with transaction.atomic():
-            # Claim the sequence number first: a batch this database already has changes nothing.
-            claim = {"applied_seq": seq, "updated_at": timezone.now()}
-            claimed = rows.update_where(ProjectionState, claim, {"id": 1}, below={"applied_seq": seq})
-            if not claimed:
-                row, created = ProjectionState.objects.get_or_create(pk=1, defaults={"applied_seq": seq})
-                if not created:
-                    self.applied.advance(row.applied_seq)
-                    return
-            apply_changes(result["changes"])
-            events = record_batch_events(batch, result)
-        self.applied.advance(seq)
-        if any(spec.get("type") in TOKEN_CHANGES for spec in batch.get("events", [])):
+            for batch, result in committed:
+                seq = result["seq"]
+                if seq <= applied:
+                    continue  # replayed from the journal at start: already in this database
+                # Claim the sequence number first: a batch this database already has changes nothing.
+                claim = {"applied_seq": seq, "updated_at": timezone.now()}
+                if not rows.update_where(ProjectionState, claim, {"id": 1}, below={"applied_seq": seq}):
+                    row, created = ProjectionState.objects.get_or_create(pk=1, defaults={"applied_seq": seq})
+                    if not created:
+                        applied = max(applied, row.applied_seq)
+                        continue
+                apply_changes(result["changes"])
+                projected.append((batch, result, record_batch_events(batch, result)))
+                applied = seq
+        self.applied.advance(applied)
+        if any(spec.get("type") in TOKEN_CHANGES for batch, _, _ in projected for spec in batch.get("events", [])):
             # A rotated or revoked node token stops working here at once, not when the cache expires.
             from meshcore.state.node_auth import node_tokens
 
             node_tokens.forget_all()
-        # Several replicas may share one channel layer: the first to project a change announces it.
-        if (
-            events
-            and result.get("announce", True)
-            and cache.add(f"infermesh:event-published:{batch.get('key')}:{seq}", 1, timeout=3600)
-        ):
-            publish_events(events)
+        for batch, result, events in projected:
+            # Several replicas may share one channel layer: the first to project a change announces it.
+            if (
+                events
+                and result.get("announce", True)
+                and cache.add(f"infermesh:event-published:{batch.get('key')}:{result['seq']}", 1, timeout=3600)
+            ):
+                publish_events(events)
 
     def rebuild_from(self, state: DesiredState) -> None:
         from meshcore.models import ProjectionState

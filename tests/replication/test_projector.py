@@ -1,0 +1,112 @@
+"""The projector writes committed batches in commit order; those that queued up meanwhile go in one transaction."""
+
+import pytest
+
+from meshcore import registry
+from meshcore.models import Event, Policy, ProjectionState
+from meshcore.replication.raft import MAX_GROUP, Projector
+from meshcore.replication.service import DatabaseProjection
+from meshcore.replication.state import DesiredState
+from tests.replication.cluster import wait_until
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[int]]] = []
+
+    def apply(self, group):
+        self.calls.append(("apply", [result["seq"] for _, result in group]))
+
+    def rebuild(self, state):
+        self.calls.append(("rebuild", [state.seq]))
+
+
+def run_until_stopped(projector: Projector, started: bool = False) -> None:
+    projector.stop()
+    if not started:
+        projector.start()
+    projector.join(timeout=10)
+    assert not projector.is_alive()
+
+
+def committed(projector: Projector, seq: int) -> None:
+    projector.committed({"key": f"k{seq}"}, {"status": "ok", "seq": seq, "changes": []})
+
+
+def test_batches_queued_together_are_applied_together_in_order():
+    recorder = Recorder()
+    projector = Projector(recorder.apply, recorder.rebuild)
+    for seq in range(1, 6):
+        committed(projector, seq)
+    snapshot = DesiredState()
+    snapshot.seq = 9
+    projector.restored(snapshot)
+    for seq in (10, 11):
+        committed(projector, seq)
+    run_until_stopped(projector)
+    assert recorder.calls == [("apply", [1, 2, 3, 4, 5]), ("rebuild", [9]), ("apply", [10, 11])]
+
+
+def test_a_group_is_bounded():
+    recorder = Recorder()
+    projector = Projector(recorder.apply, recorder.rebuild)
+    for seq in range(1, MAX_GROUP + 3):
+        committed(projector, seq)
+    run_until_stopped(projector)
+    assert [len(seqs) for _, seqs in recorder.calls] == [MAX_GROUP, 2]
+    assert [seq for _, seqs in recorder.calls for seq in seqs] == list(range(1, MAX_GROUP + 3))
+
+
+def test_a_failed_group_is_retried_whole(monkeypatch):
+    monkeypatch.setattr("meshcore.replication.raft.time.sleep", lambda seconds: None)
+    attempts = []
+
+    def flaky(group):
+        attempts.append([result["seq"] for _, result in group])
+        if len(attempts) == 1:
+            raise RuntimeError("database is locked")
+
+    projector = Projector(flaky, lambda state: None)
+    committed(projector, 1)
+    committed(projector, 2)
+    projector.start()
+    assert wait_until(lambda: len(attempts) >= 2)
+    committed(projector, 3)
+    run_until_stopped(projector, started=True)
+    assert attempts == [[1, 2], [1, 2], [3]]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_database_projection_applies_a_group_once_each(operator):
+    policy = registry.create_policy(
+        actor=operator, name="group-commit", kind="quota", spec={"scope": "global", "max_concurrent": 1}
+    )
+    applied = ProjectionState.objects.get(pk=1).applied_seq
+    projection = DatabaseProjection()
+    projection.prepare()
+    state_item = {**registry_item(policy)}
+    group = []
+    for offset, priority in enumerate((5, 6, 7), start=1):
+        state_item = {**state_item, "priority": priority, "version": state_item["version"] + 1}
+        batch = {"key": f"group-{priority}", "actor": "test", "events": [{"type": "POLICY_UPDATED", "data": {}}]}
+        result = {
+            "status": "ok",
+            "seq": applied + offset,
+            "changes": [{"op": "update", "kind": "policy", "item": state_item, "changed": ["priority"]}],
+        }
+        group.append((batch, result))
+    events_before = Event.objects.count()
+
+    projection.apply_committed_group([group[0], *group])  # the first one twice: applied once
+    assert Policy.objects.get(pk=policy.pk).priority == 7
+    assert ProjectionState.objects.get(pk=1).applied_seq == applied + 3 == projection.applied.value
+    assert Event.objects.count() == events_before + 3
+
+    projection.apply_committed_group(group)  # all of it again, as a journal replay would
+    assert Event.objects.count() == events_before + 3
+
+
+def registry_item(policy: Policy) -> dict:
+    from meshcore.replication.projection import item_from_row
+
+    return item_from_row("policy", policy)
