@@ -248,30 +248,60 @@ def control_socket_path() -> Path:
 
 class _ControlHandler(socketserver.StreamRequestHandler):
     def handle(self) -> None:
-        request = json.loads(self.rfile.readline())
-        try:
-            if request.get("action") == "status":
-                answer = {"status": _replica.status() if _replica else None}
-            elif request.get("action") == "export":
-                answer = {"document": _replica.export()}
-            elif request.get("action") == "membership":
-                _replica.change_membership(request["change"], request["address"])
-                answer = {"status": _replica.status()}
-            else:
-                # A command may wait for a quorum (a cluster still starting); an API write never does.
-                _replica.wait_for_leader(settings.MESH_RAFT_WRITE_TIMEOUT)
-                answer = {"result": _replica.propose(request["batch"])}
-        except NoQuorum as error:
-            answer = {"error": "no_quorum", "message": str(error), "retry_after": error.retry_after}
-        except ValueError as error:
-            answer = {"error": "invalid", "message": str(error), "retry_after": 0}
-        self.wfile.write(json.dumps(answer, default=str).encode() + b"\n")
+        # One request per line, as many as the client sends: a command that writes often keeps its connection.
+        for line in self.rfile:
+            self.wfile.write(json.dumps(_control_answer(line), default=str).encode() + b"\n")
+
+
+def _control_answer(line: bytes) -> dict[str, Any]:
+    try:
+        request = json.loads(line)
+        if request.get("action") == "status":
+            return {"status": _replica.status() if _replica else None}
+        if _replica is None:
+            raise NoQuorum("This replica is stopping.", retry_after=1)
+        if request.get("action") == "export":
+            return {"document": _replica.export()}
+        if request.get("action") == "membership":
+            _replica.change_membership(request["change"], request["address"])
+            return {"status": _replica.status()}
+        # A command may wait for a quorum (a cluster still starting); an API write never does.
+        _replica.wait_for_leader(settings.MESH_RAFT_WRITE_TIMEOUT)
+        return {"result": _replica.propose(request["batch"])}
+    except NoQuorum as error:
+        return {"error": "no_quorum", "message": str(error), "retry_after": error.retry_after}
+    except ValueError as error:  # JSON that does not parse included
+        return {"error": "invalid", "message": str(error), "retry_after": 0}
 
 
 class _ControlSocketServer(socketserver.ThreadingUnixStreamServer):
     # The default backlog of 5 refuses a burst of concurrent commands with EAGAIN.
     request_queue_size = 128
     daemon_threads = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._open_lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Commands keep their connections: a stopping replica ends them, as its process's exit would."""
+        with self._open_lock:
+            for connection in self._open:
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
 
 class ControlServer:
@@ -299,8 +329,63 @@ class ControlServer:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            self._server.close_connections()
         if self.path.exists():
             self.path.unlink()
+
+
+class _ControlConnection(threading.local):
+    """This thread's connection to the replica's control socket, kept for the next request."""
+
+    path: Path | None = None
+    connection: socket.socket | None = None
+    reader: Any = None
+
+    def exchange(self, path: Path, line: bytes, timeout: float) -> bytes:
+        """Send one request line, return the answer line; raises OSError when the replica cannot be reached."""
+        reused = self.connection is not None and self.path == path
+        if not reused:
+            self._open(path, timeout)
+        try:
+            self.connection.settimeout(timeout)
+            self.connection.sendall(line)
+            reply = self.reader.readline()
+        except TimeoutError:
+            self.close()  # an answer may still come: it must not be read as the next request's
+            raise
+        except OSError:
+            self.close()
+            if not reused:
+                raise
+            reply = b""
+        if reply:
+            return reply
+        self.close()
+        if not reused:
+            raise ConnectionRefusedError("the replica closed the connection without answering")
+        # The replica closed the kept connection (most likely it restarted before reading the request): send it
+        # once more on a new one. A batch carries its idempotency key, so it applies once either way.
+        return self.exchange(path, line, timeout)
+
+    def _open(self, path: Path, timeout: float) -> None:
+        self.close()
+        connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            connection.settimeout(timeout)
+            connection.connect(str(path))
+        except OSError:
+            connection.close()
+            raise
+        self.path, self.connection, self.reader = path, connection, connection.makefile("rb")
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.reader.close()
+            self.connection.close()
+        self.path = self.connection = self.reader = None
+
+
+_control_connection = _ControlConnection()
 
 
 class CommandLineLog:
@@ -311,11 +396,7 @@ class CommandLineLog:
         if not path.exists():
             return None
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
-                connection.settimeout(timeout)
-                connection.connect(str(path))
-                connection.sendall(json.dumps(request).encode() + b"\n")
-                reply = connection.makefile("rb").readline()
+            reply = _control_connection.exchange(path, json.dumps(request).encode() + b"\n", timeout)
         except (ConnectionRefusedError, FileNotFoundError):
             return None  # a socket left behind by a replica that is gone
         except (BlockingIOError, TimeoutError) as error:

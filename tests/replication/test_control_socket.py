@@ -1,0 +1,97 @@
+"""Management commands reach the running replica over its control socket, one kept connection per thread."""
+
+import socket
+import threading
+
+import pytest
+from django.test import override_settings
+
+from meshcore.replication import service
+from meshcore.replication.raft import NoQuorum
+from meshcore.replication.service import CommandLineLog, ControlServer, control_socket_path, install_replica
+
+
+class RecordingReplica:
+    """Stands in for the running replica behind the socket (the socket protocol is what is tested here)."""
+
+    def __init__(self) -> None:
+        self.proposed: list[tuple[str, int]] = []  # (batch key, id of the thread that served it)
+
+    def wait_for_leader(self, timeout: float) -> None:
+        pass
+
+    def propose(self, batch: dict) -> dict:
+        self.proposed.append((batch["key"], threading.get_ident()))
+        if batch.get("refuse"):
+            raise NoQuorum("no quorum here", retry_after=3)
+        return {"status": "ok", "seq": len(self.proposed)}
+
+    def status(self) -> dict:
+        return {"self": "recording", "role": "leader"}
+
+
+@pytest.fixture
+def control(tmp_path):
+    with override_settings(MESH_RAFT_DIR=str(tmp_path)):
+        replica = RecordingReplica()
+        install_replica(replica)
+        server = ControlServer(control_socket_path())
+        server.start()
+        try:
+            yield replica, server
+        finally:
+            server.stop()
+            install_replica(None)
+            service._control_connection.close()
+
+
+def test_a_thread_keeps_one_connection_for_its_requests(control):
+    replica, _ = control
+    log = CommandLineLog()
+    results = [log.propose({"key": f"k{n}"}, timeout=5) for n in range(5)]
+    assert [result["seq"] for result in results] == [1, 2, 3, 4, 5]
+    assert [key for key, _ in replica.proposed] == ["k0", "k1", "k2", "k3", "k4"]
+    assert len({server_thread for _, server_thread in replica.proposed}) == 1
+    assert log.status()["self"] == "recording"
+
+
+def test_a_restarted_replica_gets_the_request_once_on_a_new_connection(control):
+    replica, server = control
+    log = CommandLineLog()
+    log.propose({"key": "before"}, timeout=5)
+    server.stop()
+    restarted = ControlServer(control_socket_path())
+    restarted.start()
+    try:
+        assert log.propose({"key": "after"}, timeout=5)["status"] == "ok"
+    finally:
+        restarted.stop()
+    assert [key for key, _ in replica.proposed] == ["before", "after"]
+
+
+def test_a_refusal_and_a_garbled_line_are_answered_and_the_connection_goes_on(control):
+    replica, _ = control
+    with pytest.raises(NoQuorum, match="no quorum here") as refused:
+        CommandLineLog().propose({"key": "refused", "refuse": True}, timeout=5)
+    assert refused.value.retry_after == 3
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+        connection.settimeout(5)
+        connection.connect(str(control_socket_path()))
+        reader = connection.makefile("rb")
+        connection.sendall(b"{not json\n")
+        assert b'"error": "invalid"' in reader.readline()
+        connection.sendall(b'{"action": "propose", "batch": {"key": "next"}}\n')
+        assert b'"status": "ok"' in reader.readline()
+    assert [key for key, _ in replica.proposed] == ["refused", "next"]
+
+
+def test_no_replica_listening_means_none_is_running(tmp_path):
+    with override_settings(MESH_RAFT_DIR=str(tmp_path)):
+        stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stale.bind(str(control_socket_path()))  # left behind: bound, never listening
+        try:
+            assert CommandLineLog()._ask({"action": "status"}, timeout=2) is None
+        finally:
+            stale.close()
+            service._control_connection.close()
