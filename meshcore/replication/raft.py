@@ -53,6 +53,23 @@ class RaftSettings:
     snapshot_entries: int = 20_000
 
 
+# PySyncObj's timing as infermesh runs it (MESH_RAFT_PROFILE=tuned); benchmarks/raft_floor.py uses it too.
+TUNED_TIMING: dict[str, Any] = {
+    # Fail fast when there is no leader instead of queueing writes nobody can commit.
+    "commandsWaitLeader": False,
+    # Send each entry as soon as it is proposed: latency over batching on a control plane.
+    "appendEntriesUseBatch": False,
+    "autoTickPeriod": 0.005,
+    "appendEntriesPeriod": 0.05,
+    "raftMinTimeout": 0.4,
+    "raftMaxTimeout": 1.2,
+    "connectionRetryTime": 1.0,
+    "connectionTimeout": 3.0,
+    # A follower that lost its leader stops forwarding after this long.
+    "leaderFallbackTimeout": 3.0,
+}
+
+
 class RegistryLog(SyncObjConsumer):
     """The replicated object: everything set after `super().__init__()` is the Raft state."""
 
@@ -231,20 +248,8 @@ class Replica:
             password=self.settings.password,
             journalFile=journal,
             fullDumpFile=str(self.settings.data_dir / "snapshot") if self.settings.data_dir else None,
-            # Fail fast when there is no leader instead of queueing writes nobody can commit.
-            commandsWaitLeader=False,
             # Forking would copy the database and Redis connections into the snapshot writer.
             useFork=False,
-            # Send each entry as soon as it is proposed: latency over batching on a control plane.
-            appendEntriesUseBatch=False,
-            autoTickPeriod=0.005,
-            appendEntriesPeriod=0.05,
-            raftMinTimeout=0.4,
-            raftMaxTimeout=1.2,
-            connectionRetryTime=1.0,
-            connectionTimeout=3.0,
-            # A follower that lost its leader stops forwarding after this long.
-            leaderFallbackTimeout=3.0,
             logCompactionMinEntries=self.settings.snapshot_entries,
             logCompactionMinTime=600,
             # Replicas join and leave a running cluster one at a time (manage.py cluster_member, the API).
@@ -254,22 +259,11 @@ class Replica:
         )
         from django.conf import settings
 
-        if getattr(settings, "MESH_RAFT_PROFILE", "tuned") == "pysyncobj-defaults":
-            # The baseline that benchmarks/replication.py compares against: PySyncObj's own timing.
-            # The password, the journal and useFork=False stay: they are safety, not tuning.
-            library = SyncObjConf()
-            for name in (
-                "commandsWaitLeader",
-                "appendEntriesUseBatch",
-                "autoTickPeriod",
-                "appendEntriesPeriod",
-                "raftMinTimeout",
-                "raftMaxTimeout",
-                "connectionRetryTime",
-                "connectionTimeout",
-                "leaderFallbackTimeout",
-            ):
-                setattr(conf, name, getattr(library, name))
+        # The baseline that benchmarks/replication.py compares against is PySyncObj's own timing.
+        # The password, the journal and useFork=False stay either way: they are safety, not tuning.
+        if getattr(settings, "MESH_RAFT_PROFILE", "tuned") != "pysyncobj-defaults":
+            for name, value in TUNED_TIMING.items():
+                setattr(conf, name, value)
         return conf
 
     def start(self) -> None:
