@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from django.test import override_settings
 from pysyncobj import SyncObjConf
 
-from meshcore.replication.raft import RaftSettings, Replica
+from meshcore.replication.raft import TUNED_TIMING, RaftSettings, Replica
 
 TIMING = (
     "commandsWaitLeader",
@@ -23,13 +23,14 @@ TIMING = (
 
 
 def conf(tmp_path) -> SyncObjConf:
-    projection = SimpleNamespace(apply_committed=None, rebuild_from=None)
+    projection = SimpleNamespace(apply_committed_group=None, rebuild_from=None)
     settings = RaftSettings(address="127.0.0.1:1", peers=(), password="p" * 16, data_dir=tmp_path / "raft")
     return Replica(settings, projection)._conf()
 
 
 def test_the_default_profile_is_tuned_for_latency(tmp_path):
     tuned = conf(tmp_path)
+    assert {name: getattr(tuned, name) for name in TIMING} == TUNED_TIMING
     assert tuned.appendEntriesUseBatch is False
     assert tuned.commandsWaitLeader is False
     assert tuned.autoTickPeriod < SyncObjConf().autoTickPeriod
