@@ -80,6 +80,8 @@ MIDDLEWARE = [
     "meshcore.idempotency.IdempotencyKeyMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: makes Django run the whole stack above in one thread (see meshcore/sync_stack.py).
+    "meshcore.sync_stack.SyncStackMiddleware",
 ]
 
 ROOT_URLCONF = "infermesh_site.urls"
