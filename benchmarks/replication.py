@@ -306,6 +306,7 @@ class BenchCluster:
         writers = [(replica, index) for replica in self.replicas for index in range(per_replica)]
         latencies: list[float] = []
         errors: list[int] = []
+        first_errors: list[str] = []  # what the first few failures were, for the report
         ready = threading.Barrier(len(writers) + 1)
         go = threading.Event()  # set once the deadline is known
         deadline = [0.0]
@@ -324,13 +325,15 @@ class BenchCluster:
                     began = time.perf_counter()
                     try:
                         answer = client.patch(f"/policies/{name}/", json={"priority": priority})
-                        ok = answer.status_code == 200
-                    except httpx.HTTPError:
-                        ok = False
-                    if ok:
+                        failure = None if answer.status_code == 200 else f"{answer.status_code} {answer.text[:300]}"
+                    except httpx.HTTPError as error:
+                        failure = f"{type(error).__name__}: {error}"
+                    if failure is None:
                         mine.append((time.perf_counter() - began) * 1000)
                     else:
                         failed += 1
+                        if len(first_errors) < 5:
+                            first_errors.append(f"{replica.name}: {failure}")
             latencies.extend(mine)
             errors.append(failed)
 
@@ -351,6 +354,7 @@ class BenchCluster:
             "p50_ms": percentile(latencies, 50),
             "p99_ms": percentile(latencies, 99),
             "errors": sum(errors),
+            "first_errors": first_errors,
         }
 
     # ---- writers that keep going through failures ----------------------------------------
@@ -576,6 +580,8 @@ def measure(bench: BenchCluster, plan: Plan, baseline: bool) -> dict[str, Any]:
             f"[{bench.profile}] {key}: {f['writes_per_s']:.0f} writes/s, p50 {f['p50_ms']:.1f} ms, "
             f"p99 {f['p99_ms']:.1f} ms ({f['writes']} writes, {f['errors']} errors)"
         )
+        for error in f.get("first_errors", []):
+            say(f"[{bench.profile}] {key}: error: {error}")
 
     figures["failovers"] = []
     for trial in range(plan.baseline_failovers if baseline else plan.failovers):
