@@ -1,10 +1,11 @@
 """Single-row writes for the projection, as SQL built once per table and column set.
 
 Every committed batch is projected on every replica, so these statements run for every write
-several times over. Building a query through the ORM cost three to four times the write itself
-(`benchmarks/replication.py`); here the statement text is cached and only the values are
-prepared per call, the way the ORM prepares them (`pre_save`, `get_db_prep_save`), so rows
-read back through the ORM exactly as if it had written them.
+several times over. Building the query through the ORM cost more than running it (one policy
+UPDATE on the development machine: about 400 µs through `QuerySet.update`, 110 µs here). Here
+the statement text is cached and only the values are prepared per call, the way the ORM
+prepares them (`pre_save`, `get_db_prep_save`), so rows read back through the ORM exactly as
+if it had written them.
 
 Deletes stay in the ORM: Django emulates `on_delete` for the rows that refer to the deleted one.
 """
