@@ -22,7 +22,6 @@ import socket
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from benchmarks.common import percentile, say
@@ -147,5 +146,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     sys.exit(main())

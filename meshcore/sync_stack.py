@@ -3,8 +3,9 @@
 Django's own middleware can run both ways; under an ASGI server it runs each one async,
 and each then calls its sync `process_request`/`process_response` through `sync_to_async`:
 two switches between the event loop and a thread per middleware, for every request, though
-every view here is sync. A sync-only middleware at the bottom of the stack turns that around:
-Django runs everything above it sync, in the one thread the request enters once.
+the views are sync. A sync-only middleware at the bottom of the stack turns that around:
+Django runs everything above it sync, in the one thread the request enters once. The one
+async view (the event stream) is still awaited on the loop, from the bottom of the stack.
 """
 
 from __future__ import annotations

@@ -148,6 +148,8 @@ MAX_GROUP = 64  # committed batches projected in one transaction at most
 class Projector(threading.Thread):
     """Writes committed batches to the database, in commit order, off the tick thread."""
 
+    retry_delay_s = 1.0  # after a failed write to the database
+
     def __init__(self, apply: Any, rebuild: Any) -> None:
         super().__init__(name="infermesh-projector", daemon=True)
         self._apply = apply
@@ -196,11 +198,11 @@ class Projector(threading.Thread):
                 return
             except Exception:
                 # The entries are committed; the database must take them. Retry, on a fresh connection.
-                logger.exception("projecting a committed change failed; retrying in 1 s")
+                logger.exception("projecting a committed change failed; retrying in %.0f s", self.retry_delay_s)
                 connections.close_all()
                 if self._stopping:
                     return
-                time.sleep(1)
+                time.sleep(self.retry_delay_s)
 
 
 class _Transitions:

@@ -4,6 +4,7 @@ import pytest
 
 from meshcore import registry
 from meshcore.models import Event, Policy, ProjectionState
+from meshcore.replication.projection import item_from_row
 from meshcore.replication.raft import MAX_GROUP, Projector
 from meshcore.replication.service import DatabaseProjection
 from meshcore.replication.state import DesiredState
@@ -58,7 +59,7 @@ def test_a_group_is_bounded():
 
 
 def test_a_failed_group_is_retried_whole(monkeypatch):
-    monkeypatch.setattr("meshcore.replication.raft.time.sleep", lambda seconds: None)
+    monkeypatch.setattr(Projector, "retry_delay_s", 0.01)
     attempts = []
 
     def flaky(group):
@@ -84,7 +85,7 @@ def test_the_database_projection_applies_a_group_once_each(operator):
     applied = ProjectionState.objects.get(pk=1).applied_seq
     projection = DatabaseProjection()
     projection.prepare()
-    state_item = {**registry_item(policy)}
+    state_item = item_from_row("policy", policy)
     group = []
     for offset, priority in enumerate((5, 6, 7), start=1):
         state_item = {**state_item, "priority": priority, "version": state_item["version"] + 1}
@@ -104,9 +105,3 @@ def test_the_database_projection_applies_a_group_once_each(operator):
 
     projection.apply_committed_group(group)  # all of it again, as a journal replay would
     assert Event.objects.count() == events_before + 3
-
-
-def registry_item(policy: Policy) -> dict:
-    from meshcore.replication.projection import item_from_row
-
-    return item_from_row("policy", policy)
