@@ -135,6 +135,45 @@ def h100_with_mig(**overrides: Any) -> FakeDevice:
     return FakeDevice(**(values | overrides))
 
 
+def h200_under_load(**overrides: Any) -> FakeDevice:
+    """The H200 that tests/agents/data/nvml_h200_under_load.json was read from, as NVML answered under load.
+
+    No fan speeds (the reading does not tell whether NVML counted no fans or answered NotSupported; both leave
+    the field out), MIG off, ECC on, one compute process, clocks held back by the power cap.
+    """
+    values: dict[str, Any] = {
+        "uuid": "GPU-f15a61ee-3ad4-c8f3-98c3-405fff35fc91",
+        "name": "NVIDIA H200",
+        "architecture": pynvml.NVML_DEVICE_ARCH_HOPPER,
+        "serial": "1653824024971",
+        "vbios_version": "96.00.A5.00.1A",
+        "bus_id": "00000000:00:06.0",
+        "pci_device_id": 0x233510DE,
+        "pci_subsystem_id": 0x18BF10DE,
+        "compute_capability": (9, 0),
+        "memory_total_bytes": 150_754_820_096,
+        "memory_used_bytes": 27_608_875_008,
+        "utilization": (100, 24),
+        "encoder_utilization": 0,
+        "decoder_utilization": 0,
+        "temperature_c": 60,
+        "memory_temperature_c": 52,
+        "power_usage_mw": 691_273,
+        "power_limit_mw": 700_000,
+        "clocks_mhz": {pynvml.NVML_CLOCK_GRAPHICS: 1470, pynvml.NVML_CLOCK_MEM: 3201, pynvml.NVML_CLOCK_SM: 1470},
+        "performance_state": 0,
+        "clock_event_reasons": pynvml.nvmlClocksEventReasonSwPowerCap,
+        "fan_speeds_pct": [],
+        "ecc_errors": {
+            (error, counter): 0
+            for error in (pynvml.NVML_MEMORY_ERROR_TYPE_CORRECTED, pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED)
+            for counter in (pynvml.NVML_VOLATILE_ECC, pynvml.NVML_AGGREGATE_ECC)
+        },
+        "compute_processes": [(1140, 26_954_694_656)],
+    }
+    return FakeDevice(**(values | overrides))
+
+
 def lost_gpu(index: int = 0) -> FakeDevice:
     """A GPU that fell off the bus: NVML still counts it, every call on it raises GpuIsLost."""
     return a100(index, lost=True)

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+from pathlib import Path
 
 import pynvml
 
 from agents.nvml import NvmlCollector
-from tests.agents.fake_pynvml import GIB, MIB, FakeDevice, FakeMigDevice, FakeNvml, a100, h100_with_mig, lost_gpu
+from tests.agents.fake_pynvml import (
+    GIB,
+    MIB,
+    FakeDevice,
+    FakeMigDevice,
+    FakeNvml,
+    a100,
+    h100_with_mig,
+    h200_under_load,
+    lost_gpu,
+)
+
+DATA = Path(__file__).parent / "data"
 
 
 class FakeClock:
@@ -371,3 +385,14 @@ def test_it_reports_an_error_when_nvml_cannot_count_the_gpus():
     assert report["nvml"]["status"] == "error"
     assert report["nvml"]["detail"] == "NVML cannot count GPUs: Unknown Error"
     assert report["gpus"] == []
+
+
+def test_the_double_answers_like_the_real_h200_it_was_modelled_on():
+    # Read by `python -m agents.probe` on an NVIDIA H200 (driver 580.159.04) running a bf16 matmul loop.
+    real = json.loads((DATA / "nvml_h200_under_load.json").read_text())
+    fake = NvmlCollector(
+        FakeNvml(
+            [h200_under_load()], driver_version="580.159.04", cuda_driver_version=13000, nvml_version="13.580.159.04"
+        )
+    ).collect()
+    assert fake == real

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from meshcore import registry
@@ -90,3 +93,25 @@ def test_an_instance_has_a_short_history_for_charts(reported, viewer_client):
     history = viewer_client.get(f"/api/v1/instances/{instance_id}/history/").json()
     assert history["columns"] == ["time", "queue_depth", "inference_per_s", "latency_ms"]
     assert [point[1:] for point in history["points"]] == [[2, None, None], [5, 12.5, 8.0]]
+
+
+def test_a_sample_read_from_a_real_h200_reaches_the_api_whole(db, live, viewer_client):
+    # What `python -m agents.probe` read on an NVIDIA H200 under load: every field the agent sends, real values.
+    probe = json.loads((Path(__file__).parents[1] / "agents" / "data" / "nvml_h200_under_load.json").read_text())
+    registry.create_node(actor="system", name="gpu-h200", address="10.0.0.9", roles=["gpu"])
+    ingest = telemetry_ingest()
+    collected = Collected()
+    ingest.changes, ingest.telemetry = collected, None
+    body = report(node="gpu-h200", gpus=probe["gpus"], nvml=probe["nvml"])
+    assert ingest.ingest(parse_report(body)).verdict == "accepted"
+    for change in collected.items:
+        apply_change(change)
+
+    [sample] = probe["gpus"]
+    [row] = viewer_client.get("/api/v1/gpus/").json()["results"]
+    assert (row["uuid"], row["name"], row["simulated"]) == (sample["uuid"], "NVIDIA H200", False)
+    assert row["memory_total_bytes"] == sample["info"]["memory_total_bytes"]
+    assert row["live"]["metrics"] == sample["metrics"]
+    assert row["live"]["health"] == "healthy"
+    [node] = viewer_client.get("/api/v1/nodes/").json()["results"]
+    assert node["live"]["nvml"] == probe["nvml"]
