@@ -7,6 +7,12 @@ the statement text is cached and only the values are prepared per call, the way 
 prepares them (`pre_save`, `get_db_prep_save`), so rows read back through the ORM exactly as
 if it had written them.
 
+The statements run on the driver's own cursor, in its own placeholder style, inside the ORM's
+transaction: Django's cursor wrapper (error translation, query logging, execute wrappers, and
+SQLite's rewriting of each query's placeholders) cost as much again as the statement. So these
+writes are not in `connection.queries`, and a failure raises the driver's exception; the
+projector retries on any.
+
 Deletes stay in the ORM: Django emulates `on_delete` for the rows that refer to the deleted one.
 """
 
@@ -30,12 +36,15 @@ def insert(instance: models.Model, using: str = "default") -> None:
     returning = assign_pk and connection.features.can_return_columns_from_insert
     params = [field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields]
     sql = _insert_sql(connection.vendor, meta.db_table, fields, meta.pk.column if returning else None)
-    with connection.cursor() as cursor:
+    cursor = _driver_cursor(connection)
+    try:
         cursor.execute(sql, params)
         if returning:
             instance.pk = cursor.fetchone()[0]
         elif assign_pk:
             instance.pk = connection.ops.last_insert_id(cursor, meta.db_table, meta.pk.column)
+    finally:
+        cursor.close()
     instance._state.adding = False
     instance._state.db = using
 
@@ -71,9 +80,17 @@ def update_where(
         tuple(field.column for _, field in equal),
         tuple(field.column for _, field in less),
     )
-    with connection.cursor() as cursor:
+    cursor = _driver_cursor(connection)
+    try:
         cursor.execute(sql, params)
         return cursor.rowcount
+    finally:
+        cursor.close()
+
+
+def _driver_cursor(connection: Any) -> Any:
+    connection.ensure_connection()
+    return connection.connection.cursor()
 
 
 def _guard(model: type[models.Model], action: str) -> None:
@@ -89,6 +106,11 @@ def _fields(model: type[models.Model], values: dict[str, Any]) -> list[tuple[str
     return [(name, model._meta.get_field(name)) for name in sorted(values)]
 
 
+def _placeholder(vendor: str) -> str:
+    # The drivers' own styles: sqlite3 takes qmark, psycopg takes format.
+    return "?" if vendor == "sqlite" else "%s"
+
+
 def _quote(vendor: str, name: str) -> str:
     # SQLite and PostgreSQL, the two databases infermesh runs on, both quote with double quotes.
     if vendor not in ("sqlite", "postgresql"):
@@ -99,7 +121,7 @@ def _quote(vendor: str, name: str) -> str:
 @cache
 def _insert_sql(vendor: str, table: str, fields: Fields, returning: str | None) -> str:
     columns = ", ".join(_quote(vendor, field.column) for field in fields)
-    placeholders = ", ".join(["%s"] * len(fields))
+    placeholders = ", ".join([_placeholder(vendor)] * len(fields))
     tail = f" RETURNING {_quote(vendor, returning)}" if returning else ""
     # Names come from the models' metadata, values only ever as parameters.
     return f"INSERT INTO {_quote(vendor, table)} ({columns}) VALUES ({placeholders}){tail}"  # noqa: S608
@@ -109,7 +131,8 @@ def _insert_sql(vendor: str, table: str, fields: Fields, returning: str | None) 
 def _update_sql(
     vendor: str, table: str, columns: tuple[str, ...], equal: tuple[str, ...], less: tuple[str, ...]
 ) -> str:
-    assignments = ", ".join(f"{_quote(vendor, column)} = %s" for column in columns)
-    conditions = [f"{_quote(vendor, column)} = %s" for column in equal]
-    conditions += [f"{_quote(vendor, column)} < %s" for column in less]
+    mark = _placeholder(vendor)
+    assignments = ", ".join(f"{_quote(vendor, column)} = {mark}" for column in columns)
+    conditions = [f"{_quote(vendor, column)} = {mark}" for column in equal]
+    conditions += [f"{_quote(vendor, column)} < {mark}" for column in less]
     return f"UPDATE {_quote(vendor, table)} SET {assignments} WHERE {' AND '.join(conditions)}"  # noqa: S608

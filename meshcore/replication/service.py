@@ -61,14 +61,23 @@ class DatabaseProjection:
 
         projected = []
         applied = self.applied.value
+        # Batches replayed from the journal at start are already in this database.
+        fresh = [(batch, result) for batch, result in committed if result["seq"] > applied]
         with transaction.atomic():
-            for batch, result in committed:
+            # Claim the sequence numbers first: a batch this database already has changes nothing.
+            # One claim for a whole group, when no batch of it is here yet; else one per batch.
+            claimed = len(fresh) > 1 and rows.update_where(
+                ProjectionState,
+                {"applied_seq": fresh[-1][1]["seq"], "updated_at": timezone.now()},
+                {"id": 1},
+                below={"applied_seq": fresh[0][1]["seq"]},
+            )
+            for batch, result in fresh:
                 seq = result["seq"]
                 if seq <= applied:
-                    continue  # replayed from the journal at start: already in this database
-                # Claim the sequence number first: a batch this database already has changes nothing.
+                    continue
                 claim = {"applied_seq": seq, "updated_at": timezone.now()}
-                if not rows.update_where(ProjectionState, claim, {"id": 1}, below={"applied_seq": seq}):
+                if not claimed and not rows.update_where(ProjectionState, claim, {"id": 1}, below={"applied_seq": seq}):
                     row, created = ProjectionState.objects.get_or_create(pk=1, defaults={"applied_seq": seq})
                     if not created:
                         applied = max(applied, row.applied_seq)

@@ -105,3 +105,28 @@ def test_the_database_projection_applies_a_group_once_each(operator):
 
     projection.apply_committed_group(group)  # all of it again, as a journal replay would
     assert Event.objects.count() == events_before + 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_group_part_of_which_is_in_the_database_already_applies_only_the_rest(operator):
+    policy = registry.create_policy(
+        actor=operator, name="shared-db", kind="quota", spec={"scope": "global", "max_concurrent": 1}
+    )
+    applied = ProjectionState.objects.get(pk=1).applied_seq
+    projection = DatabaseProjection()
+    projection.prepare()
+    state_item = item_from_row("policy", policy)
+    group = []
+    for offset, priority in enumerate((11, 12, 13), start=1):
+        state_item = {**state_item, "priority": priority, "version": state_item["version"] + 1}
+        batch = {"key": f"shared-{priority}", "actor": "test", "events": [{"type": "POLICY_UPDATED", "data": {}}]}
+        change = {"op": "update", "kind": "policy", "item": state_item, "changed": ["priority"]}
+        group.append((batch, {"status": "ok", "seq": applied + offset, "changes": [change]}))
+    # Another process projecting into the same database got the first batch in already.
+    ProjectionState.objects.filter(pk=1).update(applied_seq=applied + 1)
+    events_before = Event.objects.count()
+
+    projection.apply_committed_group(group)
+    assert Event.objects.count() == events_before + 2
+    assert ProjectionState.objects.get(pk=1).applied_seq == applied + 3 == projection.applied.value
+    assert Policy.objects.get(pk=policy.pk).priority == 13
