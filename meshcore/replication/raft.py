@@ -7,7 +7,8 @@ Threads, and what runs on each:
 - The projector thread writes committed batches to this replica's database (those committed
   meanwhile together, in one transaction).
 - A writer (a request thread, a command) proposes a batch and waits, with a timeout, for
-  the commit and then for this replica's projection (read your writes).
+  the commit and then for this replica's projection (read your writes). Batches proposed
+  while an entry commits go in the next entry together (`proposals.py`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from cryptography.fernet import InvalidToken
 from django.db import connections
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
 
+from meshcore.replication.proposals import ProposalQueue
 from meshcore.replication.state import LOG_FORMAT, DesiredState
 
 logger = logging.getLogger(__name__)
@@ -89,11 +91,16 @@ class RegistryLog(SyncObjConsumer):
             return {"status": "unsupported", "message": self.halted_by}
         with self._lock:
             result = self.state.apply(batch)
-        if result["status"] == "unsupported":
-            self.halted_by = result["message"]
-            logger.critical("%s; this replica stops following the cluster until it is upgraded", result["message"])
-        if result["status"] == "ok" and not result.get("replayed"):
-            self._on_committed(batch, result)
+        if result["status"] == "group":
+            applied = list(zip(batch["group"], result["results"], strict=True))
+        else:
+            applied = [(batch, result)]
+        for member, outcome in applied:
+            if outcome["status"] == "unsupported" and not self.halted_by:
+                self.halted_by = outcome["message"]
+                logger.critical("%s; this replica stops following the cluster until it is upgraded", self.halted_by)
+            if outcome["status"] == "ok" and not outcome.get("replayed"):
+                self._on_committed(member, outcome)
         return result
 
     def export(self) -> dict[str, Any]:
@@ -233,6 +240,8 @@ class Replica:
         # Until this replica has caught up with the leader, what it applies is history: project it, don't announce it.
         self._caught_up = threading.Event()
         self.log = RegistryLog(self._committed, self.projector.restored)
+        # Batches proposed while an entry commits share the next one (one round trip for many writers).
+        self.proposals = ProposalQueue(lambda entry, callback: self.log.apply_batch(entry, callback=callback))
         self._sync_obj: SyncObj | None = None
         self._transitions = _Transitions()
         self._diagnosed: dict[str, list[float]] = {}  # peer -> [disconnected since, last logged]
@@ -313,21 +322,14 @@ class Replica:
                 "No quorum: fewer than a majority of the control-plane replicas are reachable, so the change "
                 "cannot be committed. Nothing was written; retry when the replicas are back."
             )
-        done = threading.Event()
-        outcome: dict[str, Any] = {}
-
-        def on_result(result: Any, error: int) -> None:
-            outcome.update(result=result, error=error)
-            done.set()
-
-        self.log.apply_batch(batch, callback=on_result)
-        if not done.wait(timeout):
+        proposal = self.proposals.propose(batch, timeout)
+        if proposal.error is None:
             raise NoQuorum(
                 f"The change was not committed within {timeout:.0f} s (the cluster may be electing a leader). "
                 "It may still apply: retry with the same idempotency key to be safe.",
                 retry_after=1,
             )
-        error = outcome["error"]
+        error = proposal.error
         if error in (FAIL_REASON.QUEUE_FULL, FAIL_REASON.MISSING_LEADER, FAIL_REASON.REQUEST_DENIED):
             raise NoQuorum(f"The change was not committed ({_fail_reason(error)}); nothing was written.")
         if error != FAIL_REASON.SUCCESS:
@@ -337,7 +339,7 @@ class Replica:
                 "Retry with the same Idempotency-Key: it applies once either way.",
                 retry_after=1,
             )
-        result = outcome["result"]
+        result = proposal.result
         if result["status"] == "ok" and not self.projection.applied.wait_for(result["seq"], timeout):
             raise NoQuorum(
                 "The change is committed but this replica's database has not applied it yet; read it again shortly.",

@@ -44,8 +44,16 @@ DOCUMENT_FORMAT = "infermesh-desired-state/1"
 # The format of log entries this release writes and reads. A release that changes the shape of
 # batches raises it and adds an upgrader from the previous format, so entries written by older
 # releases, in journals and snapshots, keep applying the same way on every replica.
-LOG_FORMAT = 1
-UPGRADES: dict[int, Any] = {}  # format n -> function turning a format-n batch into format n + 1
+# Format 2 added group entries, {"format": 2, "group": [batch, ...]}: batches proposed together,
+# each applied on its own. A batch itself is unchanged from format 1.
+LOG_FORMAT = 2
+
+
+def _unchanged(batch: dict[str, Any]) -> dict[str, Any]:
+    return {**batch, "format": 2}
+
+
+UPGRADES: dict[int, Any] = {1: _unchanged}  # format n -> function turning a format-n batch into format n + 1
 
 # How many idempotency keys are remembered (a retry comes within seconds; this spans hours of writes).
 IDEMPOTENCY_MEMORY = 50_000
@@ -108,7 +116,9 @@ class DesiredState:
         """Apply a batch of operations atomically; return the result the proposer gets.
 
         A batch whose idempotency key was seen returns the first result again and changes
-        nothing, so a client that timed out can retry safely.
+        nothing, so a client that timed out can retry safely. A group entry applies each of its
+        batches on its own (one refused batch does not refuse the others) and answers
+        {"status": "group", "results": [one result per batch]}.
         """
         batch_format = batch.get("format", 1)  # entries from before formats were numbered are format 1
         if batch_format > LOG_FORMAT:
@@ -118,6 +128,13 @@ class DesiredState:
                 "message": f"Log entry format {batch_format} is newer than this release reads ({LOG_FORMAT}): "
                 "upgrade this replica.",
             }
+        if "group" in batch:
+            results: list[dict[str, Any]] = []
+            for member in batch["group"]:
+                # After a batch this release cannot read, nothing more applies here (the replica halts).
+                stop = results and results[-1]["status"] == "unsupported"
+                results.append(results[-1] if stop else self.apply(member))
+            return {"status": "group", "results": results}
         while batch_format < LOG_FORMAT:
             batch = UPGRADES[batch_format](batch)
             batch_format += 1

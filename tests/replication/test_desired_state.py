@@ -114,13 +114,45 @@ def test_it_refuses_entries_newer_than_it_reads_and_changes_nothing():
 def test_it_upgrades_older_entries_before_applying_them(monkeypatch):
     from meshcore.replication import state as state_module
 
-    def rename_hosts(batch):  # a made-up format 1 -> 2 change: "host" became "node"
-        ops = [{**op, "kind": "node" if op["kind"] == "host" else op["kind"]} for op in batch["ops"]]
-        return {**batch, "ops": ops, "format": 2}
+    current = state_module.LOG_FORMAT
 
-    monkeypatch.setattr(state_module, "LOG_FORMAT", 2)
-    monkeypatch.setitem(state_module.UPGRADES, 1, rename_hosts)
+    def rename_hosts(batch):  # a made-up change to the next format: "host" became "node"
+        ops = [{**op, "kind": "node" if op["kind"] == "host" else op["kind"]} for op in batch["ops"]]
+        return {**batch, "ops": ops, "format": current + 1}
+
+    monkeypatch.setattr(state_module, "LOG_FORMAT", current + 1)
+    monkeypatch.setitem(state_module.UPGRADES, current, rename_hosts)
     state = DesiredState()
     result = state.apply({"format": 1, "key": "k", "ops": [create("host", name="gpu-a")]})
     assert result["status"] == "ok"
     assert state.find("node", name="gpu-a") is not None
+
+
+def test_a_group_entry_applies_each_batch_on_its_own():
+    state = DesiredState()
+    first = batch(create("node", name="gpu-a"), key="a")
+    duplicate = batch(create("node", name="gpu-a"), key="dup")
+    second = batch(create("node", name="gpu-b"), key="b")
+    result = state.apply({"format": 2, "group": [first, duplicate, second, first]})
+    assert result["status"] == "group"
+    statuses = [member["status"] for member in result["results"]]
+    assert statuses == ["ok", "conflict", "ok", "ok"]
+    assert [member.get("seq") for member in result["results"]] == [1, None, 2, 1]
+    assert result["results"][3]["replayed"] is True
+    assert state.seq == 2 and state.find("node", name="gpu-b") is not None
+
+
+def test_a_group_entry_gives_each_batch_the_result_it_would_get_alone():
+    batches = [batch(create("node", name=f"gpu-{n}"), key=str(n)) for n in range(5)]
+    alone, grouped = DesiredState(), DesiredState()
+    one_by_one = [alone.apply(member) for member in batches]
+    assert grouped.apply({"format": 2, "group": batches})["results"] == one_by_one
+    assert grouped.digest() == alone.digest()
+
+
+def test_nothing_in_a_group_applies_after_a_batch_too_new_for_this_release():
+    state = DesiredState()
+    newer = {"format": 99, "key": "new", "ops": [create("node", name="gpu-x")]}
+    result = state.apply({"format": 2, "group": [batch(create("node", name="gpu-a")), newer, batch(create("node"))]})
+    assert [member["status"] for member in result["results"]] == ["ok", "unsupported", "unsupported"]
+    assert state.seq == 1
