@@ -156,3 +156,10 @@ def test_nothing_in_a_group_applies_after_a_batch_too_new_for_this_release():
     result = state.apply({"format": 2, "group": [batch(create("node", name="gpu-a")), newer, batch(create("node"))]})
     assert [member["status"] for member in result["results"]] == ["ok", "unsupported", "unsupported"]
     assert state.seq == 1
+
+
+def test_format_1_entries_apply_as_they_did_before_group_entries_existed():
+    old, new = DesiredState(), DesiredState()
+    entry = {"format": 1, "key": "k", "ops": [create("node", name="gpu-a")]}
+    assert old.apply(entry) == new.apply({**entry, "format": 2})
+    assert old.digest() == new.digest()
