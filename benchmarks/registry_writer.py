@@ -47,9 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     names = [f"{args.prefix}-{index}" for index in range(args.threads)]
+    created = 0
     for name in names:
         if not Policy.objects.filter(name=name).exists():
             registry.create_policy(actor=ACTOR, name=name, kind="quota", spec=SPEC)
+            created += 1
 
     per_thread = [args.writes // args.threads + (index < args.writes % args.threads) for index in range(args.threads)]
     latencies: list[list[float]] = [[] for _ in names]
@@ -90,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         "elapsed_s": elapsed,
         "errors": len(errors),
         "first_errors": errors[:5],
+        # Every batch this run proposed (creates, warm-up, timed writes, refused ones): against log entries.
+        "proposed": created + args.warmup * args.threads + sum(per_thread),
     }
     print(json.dumps(answer))
     return 0

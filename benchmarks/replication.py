@@ -224,6 +224,7 @@ class BenchCluster:
         prefix = f"reg-{replica.name}-t{threads}"
         command = ["--writes", str(writes), "--threads", str(threads), "--prefix", prefix]
         cpu_before = cpu_seconds(self.replicas)
+        index_before = (status(replica) or {}).get("commit_index")
         done = subprocess.run(
             [sys.executable, "-m", "benchmarks.registry_writer", *command],
             cwd=REPO,
@@ -235,9 +236,13 @@ class BenchCluster:
         if done.returncode != 0:
             raise RuntimeError(f"registry writer failed on {replica.name}: {done.stdout}{done.stderr[-2000:]}")
         cpu = cpu_seconds(self.replicas) - cpu_before
+        index_after = (status(replica) or {}).get("commit_index")
         answer = json.loads(done.stdout.strip().splitlines()[-1])
         latencies = answer["latencies_ms"]
+        # Log entries the run added (commit index), against the batches it proposed.
+        entries = index_after - index_before if index_before is not None and index_after is not None else 0
         return {
+            "batches_per_entry": answer["proposed"] / entries if entries > 0 else 0.0,
             # Of the three replicas together, warm-up writes included (a slight overestimate).
             "replica_cpu_ms_per_write": cpu * 1000 / max(len(latencies), 1),
             "writes": len(latencies),
@@ -624,11 +629,12 @@ def report(tuned: dict[str, Any], baseline: dict[str, Any] | None, quick: bool) 
 
     def add(label: str, tuned_value: float, base_value: float | None, unit: str, goal: str = "") -> None:
         """One row; the ratio says how many times better the tuned profile is (lower is better for ms and s)."""
-        formats = {"ms": "{:.1f} ms", "s": "{:.2f} s", "/s": "{:.0f}/s"}
+        formats = {"ms": "{:.1f} ms", "s": "{:.2f} s", "/s": "{:.0f}/s", "x": "{:.1f}"}
         shown = formats[unit].format(base_value) if base_value is not None else "-"
         ratio = ""
         if base_value is not None and tuned_value and base_value:
-            ratio = f"{(tuned_value / base_value if unit == '/s' else base_value / tuned_value):.1f}x"
+            higher_is_better = unit in ("/s", "x")
+            ratio = f"{(tuned_value / base_value if higher_is_better else base_value / tuned_value):.1f}x"
         rows.append((label, formats[unit].format(tuned_value), shown, ratio, goal))
 
     def pick(key: str, sub: str) -> float | None:
@@ -688,6 +694,12 @@ def report(tuned: dict[str, Any], baseline: dict[str, Any] | None, quick: bool) 
         pick("registry_concurrent", "writes_per_s"),
         "/s",
         f"({r['errors']} errors)" if r["errors"] else "",
+    )
+    add(
+        f"registry, {r['threads']} threads via the leader: batches per log entry",
+        r["batches_per_entry"],
+        pick("registry_concurrent", "batches_per_entry"),
+        "x",
     )
 
     def failover(figures: dict[str, Any] | None, how: str) -> float | None:
