@@ -77,6 +77,18 @@ def test_a_failed_group_is_retried_whole(monkeypatch):
     assert attempts == [[1, 2], [1, 2], [3]]
 
 
+def priority_updates(policy: Policy, applied: int, priorities: tuple[int, ...]) -> list[tuple[dict, dict]]:
+    """Committed batches setting the policy's priority in turn, numbered on from `applied`."""
+    state_item = item_from_row("policy", policy)
+    group = []
+    for offset, priority in enumerate(priorities, start=1):
+        state_item = {**state_item, "priority": priority, "version": state_item["version"] + 1}
+        batch = {"key": f"priority-{priority}", "actor": "test", "events": [{"type": "POLICY_UPDATED", "data": {}}]}
+        change = {"op": "update", "kind": "policy", "item": state_item, "changed": ["priority"]}
+        group.append((batch, {"status": "ok", "seq": applied + offset, "changes": [change]}))
+    return group
+
+
 @pytest.mark.django_db(transaction=True)
 def test_the_database_projection_applies_a_group_once_each(operator):
     policy = registry.create_policy(
@@ -85,17 +97,7 @@ def test_the_database_projection_applies_a_group_once_each(operator):
     applied = ProjectionState.objects.get(pk=1).applied_seq
     projection = DatabaseProjection()
     projection.prepare()
-    state_item = item_from_row("policy", policy)
-    group = []
-    for offset, priority in enumerate((5, 6, 7), start=1):
-        state_item = {**state_item, "priority": priority, "version": state_item["version"] + 1}
-        batch = {"key": f"group-{priority}", "actor": "test", "events": [{"type": "POLICY_UPDATED", "data": {}}]}
-        result = {
-            "status": "ok",
-            "seq": applied + offset,
-            "changes": [{"op": "update", "kind": "policy", "item": state_item, "changed": ["priority"]}],
-        }
-        group.append((batch, result))
+    group = priority_updates(policy, applied, (5, 6, 7))
     events_before = Event.objects.count()
 
     projection.apply_committed_group([group[0], *group])  # the first one twice: applied once
@@ -115,13 +117,7 @@ def test_a_group_part_of_which_is_in_the_database_already_applies_only_the_rest(
     applied = ProjectionState.objects.get(pk=1).applied_seq
     projection = DatabaseProjection()
     projection.prepare()
-    state_item = item_from_row("policy", policy)
-    group = []
-    for offset, priority in enumerate((11, 12, 13), start=1):
-        state_item = {**state_item, "priority": priority, "version": state_item["version"] + 1}
-        batch = {"key": f"shared-{priority}", "actor": "test", "events": [{"type": "POLICY_UPDATED", "data": {}}]}
-        change = {"op": "update", "kind": "policy", "item": state_item, "changed": ["priority"]}
-        group.append((batch, {"status": "ok", "seq": applied + offset, "changes": [change]}))
+    group = priority_updates(policy, applied, (11, 12, 13))
     # Another process projecting into the same database got the first batch in already.
     ProjectionState.objects.filter(pk=1).update(applied_seq=applied + 1)
     events_before = Event.objects.count()

@@ -52,6 +52,16 @@ def propose_in_thread(queue: ProposalQueue, batch: dict, outcomes: dict, timeout
     return thread
 
 
+def queued_behind_an_entry(queue: ProposalQueue, log: Log, names: list[str], outcomes: dict) -> list[threading.Thread]:
+    """Propose "first", wait until it is in flight, then propose `names` behind it."""
+    writers = [propose_in_thread(queue, node("first"), outcomes)]
+    with log.sent:
+        assert log.sent.wait_for(lambda: log.pending, timeout=5)
+    writers += [propose_in_thread(queue, node(name), outcomes) for name in names]
+    time.sleep(0.2)
+    return writers
+
+
 def test_a_lone_batch_goes_out_at_once_as_a_plain_entry():
     log = Log()
     queue = ProposalQueue(log.send)
@@ -67,12 +77,8 @@ def test_batches_proposed_while_an_entry_commits_share_the_next_entry():
     log = Log()
     queue = ProposalQueue(log.send)
     outcomes: dict = {}
-    writers = [propose_in_thread(queue, node("first"), outcomes)]
-    with log.sent:
-        assert log.sent.wait_for(lambda: log.pending, timeout=5)
-    writers += [propose_in_thread(queue, node(f"later-{n}"), outcomes) for n in range(5)]
-    writers.append(propose_in_thread(queue, node("later-0"), outcomes))  # the same batch twice: applies once
-    time.sleep(0.2)
+    # later-0 twice, as a resent request would be: it applies once.
+    writers = queued_behind_an_entry(queue, log, [f"later-{n}" for n in range(5)] + ["later-0"], outcomes)
     assert len(log.entries) == 1, "nothing more goes out while the first entry is in flight"
 
     log.commit_next()
@@ -92,11 +98,7 @@ def test_every_batch_of_a_failed_entry_learns_the_failure():
     log = Log()
     queue = ProposalQueue(log.send)
     outcomes: dict = {}
-    writers = [propose_in_thread(queue, node("first"), outcomes)]
-    with log.sent:
-        assert log.sent.wait_for(lambda: log.pending, timeout=5)
-    writers += [propose_in_thread(queue, node(f"later-{n}"), outcomes) for n in range(3)]
-    time.sleep(0.2)
+    writers = queued_behind_an_entry(queue, log, [f"later-{n}" for n in range(3)], outcomes)
     log.commit_next()
     log.commit_next(error=FAIL_REASON.LEADER_CHANGED)
     for writer in writers:
