@@ -65,8 +65,8 @@ class DatabaseProjection:
         fresh = [(batch, result) for batch, result in committed if result["seq"] > applied]
         with transaction.atomic():
             # Claim the sequence numbers first: a batch this database already has changes nothing.
-            # One claim for a whole group, when no batch of it is here yet; else one per batch.
-            claimed = len(fresh) > 1 and rows.update_where(
+            # One claim for the whole group when none of it is here yet; else one per batch.
+            claimed = bool(fresh) and rows.update_where(
                 ProjectionState,
                 {"applied_seq": fresh[-1][1]["seq"], "updated_at": timezone.now()},
                 {"id": 1},
@@ -75,7 +75,7 @@ class DatabaseProjection:
             for batch, result in fresh:
                 seq = result["seq"]
                 if seq <= applied:
-                    continue
+                    continue  # the same batch twice in a group, or one another process projected
                 claim = {"applied_seq": seq, "updated_at": timezone.now()}
                 if not claimed and not rows.update_where(ProjectionState, claim, {"id": 1}, below={"applied_seq": seq}):
                     row, created = ProjectionState.objects.get_or_create(pk=1, defaults={"applied_seq": seq})

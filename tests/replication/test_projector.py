@@ -89,14 +89,19 @@ def priority_updates(policy: Policy, applied: int, priorities: tuple[int, ...]) 
     return group
 
 
-@pytest.mark.django_db(transaction=True)
-def test_the_database_projection_applies_a_group_once_each(operator):
+@pytest.fixture
+def projected_policy(transactional_db, operator):
+    """A policy in the database, the sequence number projected so far, and a prepared projection."""
     policy = registry.create_policy(
         actor=operator, name="group-commit", kind="quota", spec={"scope": "global", "max_concurrent": 1}
     )
-    applied = ProjectionState.objects.get(pk=1).applied_seq
     projection = DatabaseProjection()
     projection.prepare()
+    return policy, ProjectionState.objects.get(pk=1).applied_seq, projection
+
+
+def test_the_database_projection_applies_a_group_once_each(projected_policy):
+    policy, applied, projection = projected_policy
     group = priority_updates(policy, applied, (5, 6, 7))
     events_before = Event.objects.count()
 
@@ -109,14 +114,8 @@ def test_the_database_projection_applies_a_group_once_each(operator):
     assert Event.objects.count() == events_before + 3
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_group_part_of_which_is_in_the_database_already_applies_only_the_rest(operator):
-    policy = registry.create_policy(
-        actor=operator, name="shared-db", kind="quota", spec={"scope": "global", "max_concurrent": 1}
-    )
-    applied = ProjectionState.objects.get(pk=1).applied_seq
-    projection = DatabaseProjection()
-    projection.prepare()
+def test_a_group_part_of_which_is_in_the_database_already_applies_only_the_rest(projected_policy):
+    policy, applied, projection = projected_policy
     group = priority_updates(policy, applied, (11, 12, 13))
     # Another process projecting into the same database got the first batch in already.
     ProjectionState.objects.filter(pk=1).update(applied_seq=applied + 1)
