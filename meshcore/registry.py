@@ -29,7 +29,7 @@ from django.utils import timezone
 from meshcore.labels import validate_labels
 from meshcore.models import ApiToken, EventType, Model, Node, NodeRole, NodeToken, Policy, Runtime, User
 from meshcore.policy_specs import SpecError, validate_spec
-from meshcore.replication.projection import DESIRED_FIELDS
+from meshcore.replication.projection import DESIRED_FIELDS, column_values
 from meshcore.replication.raft import NoQuorum
 from meshcore.replication.service import LocalLog, current_log
 from meshcore.replication.state import LOG_FORMAT
@@ -254,6 +254,17 @@ def _full_clean(instance: models.Model) -> None:
         raise InvalidChange({field: " ".join(messages) for field, messages in error.message_dict.items()}) from None
 
 
+def _as_committed(instance: ModelT, kind: str, result: dict[str, Any]) -> ModelT:
+    """`instance` with the values its update committed: what the database holds now, without a second query."""
+    for change in result["changes"]:
+        if change["kind"] == kind and change["item"]["id"] == instance.pk:
+            for name, value in column_values(type(instance), kind, change["item"]).items():
+                setattr(instance, name, value)  # a changed foreign key drops its cached object
+            return instance
+    instance.refresh_from_db()
+    return instance
+
+
 def _update_op(kind: str, instance: models.Model, changed: list[str], expected_version: int | None) -> dict[str, Any]:
     data = _item_data(kind, instance, changed)
     if "updated_at" in DESIRED_FIELDS[kind]:
@@ -327,13 +338,13 @@ def update_node(*, actor: Actor, name: str, changes: dict[str, Any], expected_ve
     if not changed:
         return node
     _full_clean(node)
-    _commit(
+    result = _commit(
         actor,
         [_update_op("node", node, changed, expected_version)],
         [_event(EventType.NODE_UPDATED, name, changed=changed)],
         explain=lambda: _explain_node(name, expected_version),
     )
-    return Node.objects.get(pk=node.pk)
+    return _as_committed(node, "node", result)
 
 
 def set_node_draining(*, actor: Actor, name: str, draining: bool, expected_version: int | None = None) -> Node:
@@ -343,13 +354,13 @@ def set_node_draining(*, actor: Actor, name: str, draining: bool, expected_versi
         return node
     node.draining = draining
     event_type = EventType.NODE_DRAINING if draining else EventType.NODE_UNDRAINED
-    _commit(
+    result = _commit(
         actor,
         [_update_op("node", node, ["draining"], expected_version)],
         [_event(event_type, name)],
         explain=lambda: _explain_node(name, expected_version),
     )
-    return Node.objects.get(pk=node.pk)
+    return _as_committed(node, "node", result)
 
 
 def _explain_node(name: str, expected_version: int | None) -> None:
@@ -489,13 +500,13 @@ def update_model(*, actor: Actor, model_id: int, changes: dict[str, Any], expect
     if not changed:
         return model
     _full_clean(model)
-    _commit(
+    result = _commit(
         actor,
         [_update_op("model", model, changed, expected_version)],
         [_event(EventType.MODEL_UPDATED, model=model.name, revision=model.revision, id=model.pk, changed=changed)],
         explain=lambda: _explain_model(model_id, expected_version, model.name, model.revision),
     )
-    return Model.objects.get(pk=model.pk)
+    return _as_committed(model, "model", result)
 
 
 def _model_deletion(model_id: int, expected_version: int | None) -> Change:
@@ -567,13 +578,13 @@ def update_runtime(
     if not changed:
         return runtime
     _full_clean(runtime)
-    _commit(
+    result = _commit(
         actor,
         [_update_op("runtime", runtime, changed, expected_version)],
         [_event(EventType.RUNTIME_UPDATED, runtime.node.name, runtime=runtime.name, id=runtime.pk, changed=changed)],
         explain=lambda: _explain_runtime(runtime_id, expected_version, runtime.node, runtime.name),
     )
-    return Runtime.objects.select_related("node").get(pk=runtime.pk)
+    return _as_committed(runtime, "runtime", result)
 
 
 def _runtime_deletion(runtime_id: int, expected_version: int | None) -> Change:
@@ -656,20 +667,20 @@ def create_policy(
 
 
 def update_policy(*, actor: Actor, name: str, changes: dict[str, Any], expected_version: int | None = None) -> Policy:
-    policy = _get(Policy.objects, "policy", name=name)
+    policy = _get(Policy.objects.select_related("owner"), "policy", name=name)
     if "spec" in changes or "kind" in changes:
         changes = {**changes, "spec": _normal_spec(changes.get("kind", policy.kind), changes.get("spec", policy.spec))}
     changed = _assign(policy, changes, POLICY_FIELDS, "Policy")
     if not changed:
         return policy
     _full_clean(policy)
-    _commit(
+    result = _commit(
         actor,
         [_update_op("policy", policy, changed, expected_version)],
         [_event(EventType.POLICY_UPDATED, **_policy_event_data(policy), changed=changed)],
         explain=lambda: _explain_policy(policy.pk, expected_version, policy.name),
     )
-    return Policy.objects.select_related("owner").get(pk=policy.pk)
+    return _as_committed(policy, "policy", result)
 
 
 def _policy_deletion(name: str, expected_version: int | None) -> Change:

@@ -112,7 +112,8 @@ DESIRED_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _column_values(model: type[models.Model], kind: str, item: dict[str, Any]) -> dict[str, Any]:
+def column_values(model: type[models.Model], kind: str, item: dict[str, Any]) -> dict[str, Any]:
+    """A committed item as the row's attribute values (Python types: datetimes, not ISO strings)."""
     values = {}
     for name in DESIRED_FIELDS[kind]:
         field = model._meta.get_field(name.removesuffix("_id")) if name.endswith("_id") else model._meta.get_field(name)
@@ -162,7 +163,7 @@ def apply_changes(changes: list[dict[str, Any]], *, upsert: bool = False) -> Non
             if op == "delete":
                 model.objects.filter(pk=item["id"]).delete()
                 continue
-            values = _column_values(model, kind, item)
+            values = column_values(model, kind, item)
             if upsert:
                 model.objects.update_or_create(pk=item["id"], defaults=values)
             elif op == "create":
