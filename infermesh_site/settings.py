@@ -108,7 +108,7 @@ def _database_from_url(url: str | None) -> dict:
         MESH_DATA_DIR.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{MESH_DATA_DIR / 'infermesh.sqlite3'}"
     try:
-        database = dj_database_url.parse(url, conn_max_age=env_int("MESH_DB_CONN_MAX_AGE", 60, minimum=0))
+        database = dj_database_url.parse(url)
     except ValueError as error:
         raise ImproperlyConfigured(
             f"DATABASE_URL cannot be used ({error}). Use postgres://USER@HOST:PORT/NAME or sqlite:///ABSOLUTE/PATH."
@@ -120,7 +120,25 @@ def _database_from_url(url: str | None) -> dict:
             "transaction_mode": "IMMEDIATE",
         }
         database["CONN_MAX_AGE"] = 0
+    elif database["ENGINE"] == "django.db.backends.postgresql":
+        # Under ASGI each request runs in a thread of its own, so connections kept per thread pile
+        # up until PostgreSQL refuses clients; a pool per process bounds them and reuses them.
+        database["CONN_MAX_AGE"] = 0
+        database["CONN_HEALTH_CHECKS"] = True  # a connection that broke while pooled is replaced
+        database.setdefault("OPTIONS", {})["pool"] = {
+            "min_size": 1,
+            "max_size": env_int("MESH_DB_POOL_SIZE", 20, minimum=2, maximum=1000),
+            "timeout": env_int("MESH_DB_POOL_TIMEOUT", 10, minimum=1, maximum=600),
+            "name": "infermesh",
+        }
     return database
+
+
+if env_str("MESH_DB_CONN_MAX_AGE") is not None:
+    raise ImproperlyConfigured(
+        "MESH_DB_CONN_MAX_AGE is no longer read: PostgreSQL connections now come from a pool "
+        "(MESH_DB_POOL_SIZE per process, MESH_DB_POOL_TIMEOUT seconds to wait for one). Unset it."
+    )
 
 
 DATABASES = {"default": _database_from_url(env_str("DATABASE_URL"))}

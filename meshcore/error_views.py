@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
+import sys
+
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
+from psycopg_pool import PoolTimeout
+
+DATABASE_BUSY = "The database is busy (no free connection in this process's pool); retry shortly."
+DATABASE_BUSY_RETRY_AFTER_S = 2
+
+
+def database_busy(error: BaseException | None) -> bool:
+    """The error is the connection pool running out: a load peak to retry, not a fault to log as one."""
+    while error is not None:
+        if isinstance(error, PoolTimeout):
+            return True
+        error = error.__cause__
+    return False
 
 
 def _wants_json(request: HttpRequest) -> bool:
@@ -29,6 +44,12 @@ def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
+    # Django calls this while handling the exception, so it is still current here.
+    if database_busy(sys.exc_info()[1]):
+        headers = {"Retry-After": str(DATABASE_BUSY_RETRY_AFTER_S)}
+        if _wants_json(request):
+            return JsonResponse({"detail": DATABASE_BUSY}, status=503, headers=headers)
+        return HttpResponse(DATABASE_BUSY, status=503, content_type="text/plain", headers=headers)
     if _wants_json(request):
         request_id = getattr(request, "request_id", "")
         return JsonResponse({"detail": "Internal error; it has been logged.", "request_id": request_id}, status=500)

@@ -1,4 +1,4 @@
-"""Registry errors as HTTP answers: 400 with field errors, 404, 409, 503 with Retry-After."""
+"""Errors as HTTP answers: 400 with field errors, 404, 409, 503 with Retry-After (no quorum, a busy database)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from meshcore.error_views import DATABASE_BUSY, DATABASE_BUSY_RETRY_AFTER_S, database_busy
 from meshcore.registry import InvalidChange, RegistryError, Unavailable
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,12 @@ def mesh_exception_handler(exc: Exception, context: dict[str, Any]) -> Response 
         )
     if isinstance(exc, RegistryError):
         return Response({"detail": exc.message}, status=exc.status)
+    if database_busy(exc):
+        return Response(
+            {"detail": DATABASE_BUSY},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(DATABASE_BUSY_RETRY_AFTER_S)},
+        )
     if isinstance(exc, IntegrityError):
         # The registry maps the conflicts it expects; this is a race it did not foresee.
         logger.warning("integrity error answered as 409: %s", exc)

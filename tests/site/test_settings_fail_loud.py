@@ -25,6 +25,11 @@ def data_dir(tmp_path):
         ({"SECRET_KEY": TEST_SECRET, "MESH_LOCAL_TRITON_URLS": "localhost:8100"}, "MESH_LOCAL_TRITON_URLS has"),
         ({"SECRET_KEY": TEST_SECRET, "MESH_LOCAL_AGENT": "sometimes"}, "MESH_LOCAL_AGENT='sometimes' is not one of"),
         ({"SECRET_KEY": TEST_SECRET, "MESH_TELEMETRY_PATH": "fast"}, "MESH_TELEMETRY_PATH='fast' is not one of"),
+        ({"SECRET_KEY": TEST_SECRET, "MESH_DB_CONN_MAX_AGE": "60"}, "MESH_DB_CONN_MAX_AGE is no longer read"),
+        (
+            {"SECRET_KEY": TEST_SECRET, "DATABASE_URL": "postgres://u@127.0.0.1:5432/d", "MESH_DB_POOL_SIZE": "1"},
+            "MESH_DB_POOL_SIZE=1 is too small",
+        ),
     ],
 )
 def test_it_refuses_to_start_with_a_message_naming_the_setting(data_dir, overrides, message):
@@ -76,3 +81,28 @@ def test_it_refuses_several_replicas_without_a_raft_password(data_dir):
     assert result.returncode != 0
     assert "MESH_RAFT_PASSWORD is not set" in result.stderr
     assert "remote code execution" in result.stderr
+
+
+def test_postgresql_connections_come_from_a_bounded_pool(data_dir):
+    # Settings only: nothing connects, so no PostgreSQL server is needed.
+    show = "from django.db import connection as c; print(c.settings_dict['CONN_MAX_AGE'], c.settings_dict['OPTIONS'])"
+    url = "postgres://mesh@127.0.0.1:5432/mesh"
+    default = manage("shell", "-c", show, env=clean_env(data_dir, SECRET_KEY=TEST_SECRET, DATABASE_URL=url))
+    sized = manage(
+        "shell",
+        "-c",
+        show,
+        env=clean_env(
+            data_dir, SECRET_KEY=TEST_SECRET, DATABASE_URL=url, MESH_DB_POOL_SIZE="5", MESH_DB_POOL_TIMEOUT="3"
+        ),
+    )
+    assert default.returncode == 0, default.stderr
+    assert sized.returncode == 0, sized.stderr
+    # Persistent connections per thread would pile up under ASGI (a thread per request): none, only the pool.
+    assert (
+        default.stdout.splitlines()[-1]
+        == "0 {'pool': {'min_size': 1, 'max_size': 20, 'timeout': 10, 'name': 'infermesh'}}"
+    )
+    assert (
+        sized.stdout.splitlines()[-1] == "0 {'pool': {'min_size': 1, 'max_size': 5, 'timeout': 3, 'name': 'infermesh'}}"
+    )

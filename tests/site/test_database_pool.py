@@ -1,0 +1,152 @@
+"""PostgreSQL connections come from a bounded pool per process; an exhausted pool answers 503.
+
+Under ASGI each request runs in a thread of its own: connections kept per thread used to pile
+up until PostgreSQL refused clients, and requests failed with 500. These tests need the
+PostgreSQL server that DATABASE_URL names; the SQLite run skips them.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import dj_database_url
+import httpx
+import psycopg
+import pytest
+from django.db import connection, connections
+from django.test import Client
+from rest_framework.test import APIClient
+
+from meshcore import registry
+from tests.site.helpers import TEST_SECRET, ServeProcess, clean_env, manage
+
+pytestmark = pytest.mark.skipif(
+    not os.environ.get("DATABASE_URL", "").startswith("postgres"), reason="needs PostgreSQL (DATABASE_URL)"
+)
+
+POOL_SIZE = 6
+
+
+def server_dsn(database: str) -> str:
+    """DATABASE_URL's server, another database on it."""
+    settings = dj_database_url.parse(os.environ["DATABASE_URL"])
+    user = settings["USER"] or "postgres"
+    return f"postgresql://{user}@{settings['HOST'] or '127.0.0.1'}:{settings['PORT'] or 5432}/{database}"
+
+
+def backends(database: str) -> int:
+    with psycopg.connect(server_dsn("postgres"), autocommit=True) as admin:
+        return admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (database,)).fetchone()[0]
+
+
+@pytest.fixture
+def fresh_database() -> Iterator[str]:
+    name = f"infermesh_pool_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server_dsn("postgres"), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield name
+    with psycopg.connect(server_dsn("postgres"), autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_a_serve_process_under_load_stays_within_its_pool(fresh_database, tmp_path):
+    env = clean_env(
+        tmp_path / "var",
+        SECRET_KEY=TEST_SECRET,
+        DATABASE_URL=server_dsn(fresh_database),
+        MESH_DB_POOL_SIZE=str(POOL_SIZE),
+        MESH_ADMIN_PASSWORD="pool-test-password",
+        MESH_LOCAL_AGENT="off",
+    )
+    for command in (("migrate", "--noinput"), ("collectstatic", "--noinput")):
+        result = manage(*command, env=env, timeout=180)
+        assert result.returncode == 0, result.stderr
+    server = ServeProcess(env, tmp_path / "serve.log")
+    server.start()
+    try:
+        server.wait_http(60)
+        assert manage("ensure_admin", env=env).returncode == 0
+        issued = manage("apitoken", "issue", "admin", "pool-test", env=env)
+        assert issued.returncode == 0, issued.stderr
+        headers = {"Authorization": f"Bearer {issued.stdout.strip().splitlines()[-1]}"}
+        most_backends = 0
+        done = threading.Event()
+
+        def watch() -> None:
+            nonlocal most_backends
+            while not done.is_set():
+                most_backends = max(most_backends, backends(fresh_database))
+                time.sleep(0.05)
+
+        def client(_: int) -> list[int]:
+            with httpx.Client(base_url=f"{server.url}/api/v1", headers=headers, timeout=30) as http:
+                return [http.get("/policies/").status_code for _ in range(25)]
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            with ThreadPoolExecutor(16) as clients:
+                statuses = [status for answers in clients.map(client, range(16)) for status in answers]
+        finally:
+            done.set()
+            watcher.join()
+        # Before the pool: about one connection per request thread, then "too many clients" and 500s.
+        assert statuses == [200] * 400
+        assert 0 < most_backends <= POOL_SIZE
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def small_pool(monkeypatch) -> Iterator[Callable[[], list[Any]]]:
+    """This process's pool cut to two connections with a short wait; `hold()` takes both."""
+    pool_options = connection.settings_dict["OPTIONS"]["pool"]
+    connection.close()
+    connection.close_pool()
+    monkeypatch.setitem(pool_options, "max_size", 2)
+    monkeypatch.setitem(pool_options, "timeout", 0.3)
+    holders: list[Any] = []
+
+    def hold() -> list[Any]:
+        for _ in range(2):
+            holder = connections.create_connection("default")
+            holder.connect()  # from the same pool: the pool belongs to the alias
+            holders.append(holder)
+        return holders
+
+    yield hold
+    for holder in holders:
+        holder.close()
+    connection.close_pool()
+
+
+def in_another_thread(request: Callable[[], Any]) -> Any:
+    """A request as the server runs it: in a thread of its own, which needs a connection of its own."""
+    with ThreadPoolExecutor(1) as thread:
+        return thread.submit(request).result(timeout=30)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_exhausted_pool_answers_503_with_retry_after(operator, small_pool):
+    _, token = registry.issue_api_token(actor=operator, user=operator, name="automation")
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    pages = Client(raise_request_exception=False)
+    pages.force_login(operator)
+    connection.close()  # the test's own connection back to the pool before it shrinks to two, both held
+    small_pool()
+
+    from_api = in_another_thread(lambda: api.get("/api/v1/policies/"))
+    from_admin = in_another_thread(lambda: pages.get("/admin/"))
+
+    assert (from_api.status_code, from_api["Retry-After"]) == (503, "2")
+    assert "database is busy" in from_api.json()["detail"]
+    # The admin reads the session before any view runs: the error comes from middleware.
+    assert (from_admin.status_code, from_admin["Retry-After"]) == (503, "2")
+    assert b"database is busy" in from_admin.content
