@@ -317,10 +317,16 @@ class Replica:
             raise NoQuorum("This replica is not running.")
         if self.log.halted_by:
             raise NoQuorum(f"This replica cannot follow the cluster: {self.log.halted_by}", retry_after=60)
-        if not sync_obj.hasQuorum or sync_obj._getLeader() is None:
+        if not sync_obj.hasQuorum:
             raise NoQuorum(
                 "No quorum: fewer than a majority of the control-plane replicas are reachable, so the change "
                 "cannot be committed. Nothing was written; retry when the replicas are back."
+            )
+        if sync_obj._getLeader() is None:
+            # A majority is reachable: a leader was lost and the election takes about a second.
+            raise NoQuorum(
+                "No leader yet: the replicas are electing one. Nothing was written; retry in a moment.",
+                retry_after=1,
             )
         proposal = self.proposals.propose(batch, timeout)
         if proposal.error is None:
