@@ -32,6 +32,7 @@ def test_it_restores_a_backup_into_a_fresh_cluster(tmp_path):
     try:
         restored = target.replicas[1].manage("import_state", str(backup))
         assert restored.returncode == 0, restored.stderr
+        assert "holds exactly the backup's items" in restored.stdout
         # The old token and admin work on the new cluster; every replica has the same state.
         for replica in target.replicas:
             assert wait_until(lambda r=replica: api(r, token).get("/nodes/").status_code == 200), replica.name

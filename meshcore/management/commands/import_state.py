@@ -26,6 +26,21 @@ class Command(BaseCommand):
             result = registry.restore_state(actor="cli", document=document)
         except registry.RegistryError as error:
             raise CommandError(error.message) from None
-        self.stdout.write(
-            f"Restored {len(result['changes'])} items from {file} (backup digest {document['digest'][:12]})."
-        )
+        self.stdout.write(f"Restored {len(result['changes'])} items from {file}.")
+        # The digest covers the log's sequence number too, so a restored cluster's differs from the backup's:
+        # compare the items themselves.
+        held = registry.export_state()["items"]
+        if _canonical(held) == _canonical(document["items"]):
+            self.stdout.write("Checked: this replica now holds exactly the backup's items.")
+        else:
+            differing = sorted(
+                kind for kind in {*held, *document["items"]} if held.get(kind) != document["items"].get(kind)
+            )
+            self.stderr.write(
+                f"Warning: this replica's {', '.join(differing)} differ from the backup's (was something else "
+                "writing to the new cluster, such as an embedded agent registering its host?)."
+            )
+
+
+def _canonical(items: dict[str, Any]) -> str:
+    return json.dumps(items, sort_keys=True, default=str)
