@@ -13,7 +13,7 @@ DATABASE_BUSY_RETRY_AFTER_S = 2
 
 
 def database_busy(error: BaseException | None) -> bool:
-    """The error is the connection pool running out: a load peak to retry, not a fault to log as one."""
+    """The error is the connection pool running out: a load peak the client should retry, not a fault."""
     while error is not None:
         if isinstance(error, PoolTimeout):
             return True
