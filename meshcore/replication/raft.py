@@ -401,6 +401,9 @@ class Replica:
         sync_obj = self._sync_obj
         raw = sync_obj.getStatus() if sync_obj else {}
         leader = raw.get("leader")
+        if leader is not None and leader.address != self.settings.address and not sync_obj.isNodeConnected(leader):
+            # PySyncObj keeps the last leader it heard of while it can reach nobody: that is not who leads now.
+            leader = None
         commit_index = raw.get("commit_idx")
         role = {0: "follower", 1: "candidate", _LEADER: "leader"}.get(raw.get("state"), "stopped")
         peers = []

@@ -87,13 +87,17 @@ def test_a_restarted_replica_replays_its_journal_without_repeating_events(cluste
 
 
 def test_without_quorum_writes_get_503_and_nothing_is_written(cluster, token):
-    survivor, *lost = cluster.replicas
+    leader = cluster.wait_for_leader()
+    # A follower survives: it must stop naming the leader it can no longer reach.
+    survivor = next(r for r in cluster.replicas if r is not leader)
+    lost = [r for r in cluster.replicas if r is not survivor]
     writer = Writer(cluster, token, "quorum")
     writer.start()
     assert wait_until(lambda: len(writer.acknowledged) >= 5, timeout=20)
     for replica in lost:
         replica.kill()
     assert wait_until(lambda: not api(survivor, token).get("/cluster/").json()["has_quorum"], timeout=15)
+    assert wait_until(lambda: api(survivor, token).get("/cluster/").json()["leader"] is None, timeout=10)
     refused = api(survivor, token).post(
         "/policies/", json={"name": "no-quorum", "kind": "quota", "spec": {"scope": "global", "max_concurrent": 1}}
     )
