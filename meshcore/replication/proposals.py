@@ -58,6 +58,11 @@ class ProposalQueue:
         self._in_flight: object | None = None  # a token per entry: a late answer must not free a newer one
         self._in_flight_since = 0.0
 
+    @property
+    def in_flight(self) -> bool:
+        """An entry was sent and has neither an outcome yet nor stalled."""
+        return self._in_flight is not None and time.monotonic() - self._in_flight_since < self._stall_s
+
     def propose(self, batch: dict[str, Any], timeout: float) -> Proposal:
         """Queue `batch` and wait up to `timeout` s for its outcome (check `error` is None for a timeout)."""
         proposal = Proposal(batch)

@@ -284,6 +284,7 @@ class Replica:
         self.projector.start()
         self._sync_obj = SyncObj(self.settings.address, list(self.settings.peers), self._conf(), consumers=[self.log])
         self._sync_obj._SyncObj__encryptor = _LoggingEncryptor(self._sync_obj._SyncObj__encryptor)
+        self._sync_obj.addOnTickCallback(self._hurry_lone_commit)
         threading.Thread(target=self._watch, name="infermesh-cluster-watch", daemon=True).start()
         logger.info(
             "raft replica %s started with %d peer(s): %s",
@@ -291,6 +292,19 @@ class Replica:
             len(self.settings.peers),
             ", ".join(self.settings.peers) or "none",
         )
+
+    def _hurry_lone_commit(self) -> None:
+        """Alone in its cluster, the leader commits an entry at its next tick: bring that tick forward.
+
+        With peers, their answers wake the tick thread at once; alone, nothing would until the tick
+        period passed, and every write of a one-replica mesh would wait for it.
+        """
+        sync_obj = self._sync_obj
+        if sync_obj is not None and not sync_obj.otherNodes and self.proposals.in_flight:
+            # PySyncObj's own wake-up (a pipe its poller watches), as when a command is proposed.
+            notifier = getattr(sync_obj, "_SyncObj__pipeNotifier", None)
+            if notifier is not None:
+                notifier.notify()
 
     def stop(self) -> None:
         self._stopping.set()

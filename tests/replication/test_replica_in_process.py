@@ -1,0 +1,73 @@
+"""Real replicas in this process (PySyncObj on loopback, journals in memory) for what the timing decides."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from meshcore.replication import raft
+from meshcore.replication.raft import NoQuorum, RaftSettings, Replica
+from meshcore.replication.service import DatabaseProjection
+from tests.site.helpers import free_port
+
+EMPTY_BATCH = {"key": "k-1", "actor": "test", "ops": [], "events": []}
+
+
+@contextmanager
+def running_replicas(count: int, monkeypatch: Any, **timing: float) -> Iterator[list[Replica]]:
+    """`count` replicas of one cluster, with `timing` replacing parts of the tuned Raft timing."""
+    for name, value in timing.items():
+        monkeypatch.setitem(raft.TUNED_TIMING, name, value)
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(count)]
+    replicas = [
+        Replica(
+            RaftSettings(
+                address=address, peers=tuple(a for a in addresses if a != address), password="p" * 16, data_dir=None
+            ),
+            DatabaseProjection(),
+        )
+        for address in addresses
+    ]
+    for replica in replicas:
+        replica.start()
+    try:
+        yield replicas
+    finally:
+        for replica in replicas:
+            replica.stop()
+
+
+@pytest.mark.django_db
+def test_a_write_during_an_election_says_no_leader_and_when_to_retry(monkeypatch):
+    # Two replicas that connect at once but hold their first election for a minute.
+    with running_replicas(2, monkeypatch, raftMinTimeout=60.0, raftMaxTimeout=61.0, connectionTimeout=61.0) as replicas:
+        deadline = time.monotonic() + 10
+        while not replicas[0]._sync_obj.hasQuorum and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert replicas[0]._sync_obj.hasQuorum
+
+        with pytest.raises(NoQuorum) as refused:
+            replicas[0].propose(EMPTY_BATCH, timeout=1)
+
+    assert str(refused.value).startswith("No leader yet: the replicas are electing one.")
+    assert refused.value.retry_after == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lone_replica_commits_without_waiting_for_its_tick_period(monkeypatch):
+    # Nothing answers a lone leader, so nothing but this replica's own wake-up ends its tick early.
+    with running_replicas(1, monkeypatch, autoTickPeriod=2.0) as (replica,):
+        replica.wait_for_leader(timeout=30)
+        replica.propose({**EMPTY_BATCH, "key": "warm-up"}, timeout=10)
+
+        started = time.monotonic()
+        results = [replica.propose({**EMPTY_BATCH, "key": f"k-{index}"}, timeout=10) for index in range(3)]
+        took = time.monotonic() - started
+
+    assert [result["status"] for result in results] == ["ok", "ok", "ok"]
+    # Three commits, each of which would otherwise wait up to a tick period of 2 s.
+    assert took < 1.0, f"three commits took {took:.2f} s"
