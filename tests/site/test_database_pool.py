@@ -45,7 +45,7 @@ def backends(database: str) -> int:
         return admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (database,)).fetchone()[0]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def fresh_database() -> Iterator[str]:
     name = f"infermesh_pool_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(server_dsn("postgres"), autocommit=True) as admin:
@@ -55,9 +55,12 @@ def fresh_database() -> Iterator[str]:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def test_a_serve_process_under_load_stays_within_its_pool(fresh_database, tmp_path):
+@pytest.fixture(scope="module")
+def pooled_server(fresh_database, tmp_path_factory) -> Iterator[tuple[ServeProcess, dict[str, str]]]:
+    """`serve` on its own PostgreSQL database with a pool of POOL_SIZE, and an admin's token header."""
+    data_dir = tmp_path_factory.mktemp("pool")
     env = clean_env(
-        tmp_path / "var",
+        data_dir / "var",
         SECRET_KEY=TEST_SECRET,
         DATABASE_URL=server_dsn(fresh_database),
         MESH_DB_POOL_SIZE=str(POOL_SIZE),
@@ -67,40 +70,82 @@ def test_a_serve_process_under_load_stays_within_its_pool(fresh_database, tmp_pa
     for command in (("migrate", "--noinput"), ("collectstatic", "--noinput")):
         result = manage(*command, env=env, timeout=180)
         assert result.returncode == 0, result.stderr
-    server = ServeProcess(env, tmp_path / "serve.log")
+    server = ServeProcess(env, data_dir / "serve.log")
     server.start()
     try:
         server.wait_http(60)
         assert manage("ensure_admin", env=env).returncode == 0
         issued = manage("apitoken", "issue", "admin", "pool-test", env=env)
         assert issued.returncode == 0, issued.stderr
-        headers = {"Authorization": f"Bearer {issued.stdout.strip().splitlines()[-1]}"}
-        most_backends = 0
-        done = threading.Event()
-
-        def watch() -> None:
-            nonlocal most_backends
-            while not done.is_set():
-                most_backends = max(most_backends, backends(fresh_database))
-                time.sleep(0.05)
-
-        def client(_: int) -> list[int]:
-            with httpx.Client(base_url=f"{server.url}/api/v1", headers=headers, timeout=30) as http:
-                return [http.get("/policies/").status_code for _ in range(25)]
-
-        watcher = threading.Thread(target=watch)
-        watcher.start()
-        try:
-            with ThreadPoolExecutor(16) as clients:
-                statuses = [status for answers in clients.map(client, range(16)) for status in answers]
-        finally:
-            done.set()
-            watcher.join()
-        # Before the pool: about one connection per request thread, then "too many clients" and 500s.
-        assert statuses == [200] * 400
-        assert 0 < most_backends <= POOL_SIZE
+        yield server, {"Authorization": f"Bearer {issued.stdout.strip().splitlines()[-1]}"}
     finally:
         server.stop()
+
+
+def test_a_serve_process_under_load_stays_within_its_pool(pooled_server, fresh_database):
+    server, headers = pooled_server
+    most_backends = 0
+    done = threading.Event()
+
+    def watch() -> None:
+        nonlocal most_backends
+        while not done.is_set():
+            most_backends = max(most_backends, backends(fresh_database))
+            time.sleep(0.05)
+
+    def client(_: int) -> list[int]:
+        with httpx.Client(base_url=f"{server.url}/api/v1", headers=headers, timeout=30) as http:
+            return [http.get("/policies/").status_code for _ in range(25)]
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with ThreadPoolExecutor(16) as clients:
+            statuses = [status for answers in clients.map(client, range(16)) for status in answers]
+    finally:
+        done.set()
+        watcher.join()
+    # Before the pool: about one connection per request thread, then "too many clients" and 500s.
+    assert statuses == [200] * 400
+    assert 0 < most_backends <= POOL_SIZE
+
+
+def test_open_event_streams_leave_the_pool_to_requests(pooled_server, fresh_database):
+    server, headers = pooled_server
+    streams = [httpx.Client(base_url=server.url, headers=headers, timeout=30) for _ in range(2 * POOL_SIZE)]
+    opened = []
+    try:
+        for stream in streams:
+            response = stream.send(stream.build_request("GET", "/api/v1/events/stream/"), stream=True)
+            assert response.status_code == 200
+            opened.append(response)
+        with httpx.Client(base_url=f"{server.url}/api/v1", headers=headers, timeout=30) as http:
+            statuses = [http.get("/policies/").status_code for _ in range(10)]
+            created = http.post("/policies/", json={"name": "while-streaming", "kind": "quota", "spec": QUOTA_SPEC})
+        assert statuses == [200] * 10
+        assert created.status_code == 201
+        # Each stream still gets the event: streams wait without a connection and borrow one to read.
+        for response in opened:
+            assert any("while-streaming" in line for line in _lines_until(response, "while-streaming"))
+        assert backends(fresh_database) <= POOL_SIZE
+    finally:
+        for response in opened:
+            response.close()
+        for stream in streams:
+            stream.close()
+
+
+QUOTA_SPEC = {"scope": "global", "max_concurrent": 1}
+
+
+def _lines_until(response: httpx.Response, text: str, timeout_s: float = 10) -> list[str]:
+    seen = []
+    deadline = time.monotonic() + timeout_s
+    for line in response.iter_lines():
+        seen.append(line)
+        if text in line or time.monotonic() > deadline:
+            break
+    return seen
 
 
 @pytest.fixture
