@@ -15,6 +15,12 @@ def main() -> None:
     except ImproperlyConfigured as error:
         # The message says what to set; a traceback through Django's settings loader only hides it.
         sys.exit(f"Configuration error: {error}")
+    except Exception as error:
+        # A write the registry refused (no quorum, a conflict), from any command, Django's own included.
+        registry = sys.modules.get("meshcore.registry")
+        if registry is not None and isinstance(error, registry.RegistryError):
+            sys.exit(f"Error: {error}")
+        raise
 
 
 if __name__ == "__main__":

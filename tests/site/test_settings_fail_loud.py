@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.site.helpers import TEST_SECRET, clean_env, manage
+from tests.site.helpers import TEST_SECRET, clean_env, free_port, manage
 
 
 @pytest.fixture
@@ -107,3 +107,27 @@ def test_postgresql_connections_come_from_a_bounded_pool(data_dir):
     assert (
         sized.stdout.splitlines()[-1] == "0 {'pool': {'min_size': 1, 'max_size': 5, 'timeout': 3, 'name': 'infermesh'}}"
     )
+
+
+def test_a_write_a_command_cannot_commit_prints_why_without_a_traceback(data_dir):
+    # Peers nobody runs: the command's own replica never sees a leader.
+    env = clean_env(
+        data_dir,
+        SECRET_KEY=TEST_SECRET,
+        MESH_RAFT_PEERS=f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}",
+        MESH_RAFT_PASSWORD="p" * 32,
+        MESH_RAFT_WRITE_TIMEOUT="2",
+        MESH_ADMIN_PASSWORD="a-long-enough-password",
+    )
+    assert manage("migrate", "--noinput", env=env).returncode == 0
+
+    for command in (
+        ("ensure_admin",),
+        ("createsuperuser", "--noinput", "--username", "bob", "--email", "b@example.com"),
+    ):
+        result = manage(*command, env=env)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.strip().splitlines()[-1] == (
+            "Error: No leader was elected within 2 s: are a majority of the replicas running?"
+        )
+        assert "Traceback" not in result.stderr
