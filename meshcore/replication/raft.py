@@ -300,7 +300,8 @@ class Replica:
         period passed, and every write of a one-replica mesh would wait for it.
         """
         sync_obj = self._sync_obj
-        if sync_obj is not None and not sync_obj.otherNodes and self.proposals.in_flight:
+        # In flight first: it is the cheap test, and this runs on every tick of every replica.
+        if sync_obj is not None and self.proposals.in_flight and not sync_obj.otherNodes:
             # PySyncObj's own wake-up (a pipe its poller watches), as when a command is proposed.
             notifier = getattr(sync_obj, "_SyncObj__pipeNotifier", None)
             if notifier is not None:

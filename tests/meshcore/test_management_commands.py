@@ -57,3 +57,18 @@ def test_it_issues_and_revokes_api_tokens(operator):
     assert token.revoked_at is not None
     with pytest.raises(CommandError, match="No active user"):
         run("apitoken", "issue", "nobody", "x")
+
+
+def test_import_state_names_the_kinds_a_restored_replica_holds_differently():
+    from meshcore.management.commands.import_state import differing_kinds
+
+    backup = {"node": [{"id": 1, "name": "gpu-a", "roles": ["gpu"]}], "policy": [], "model": []}
+    same_in_memory = {"node": [{"id": 1, "name": "gpu-a", "roles": ("gpu",)}], "policy": [], "model": []}
+    agent_wrote_meanwhile = {**same_in_memory, "node": [*same_in_memory["node"], {"id": 2, "name": "vm"}]}
+
+    assert differing_kinds(same_in_memory, backup) == []
+    assert differing_kinds(agent_wrote_meanwhile, backup) == ["node"]
+    assert differing_kinds({**same_in_memory, "policy": [{"id": 1}]}, {**backup, "model": [{"id": 3}]}) == [
+        "model",
+        "policy",
+    ]

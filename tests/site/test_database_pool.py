@@ -110,6 +110,19 @@ def test_a_serve_process_under_load_stays_within_its_pool(pooled_server, fresh_d
     assert 0 < most_backends <= POOL_SIZE
 
 
+QUOTA_SPEC = {"scope": "global", "max_concurrent": 1}
+
+
+def _lines_until(response: httpx.Response, text: str, timeout_s: float = 10) -> list[str]:
+    seen = []
+    deadline = time.monotonic() + timeout_s
+    for line in response.iter_lines():
+        seen.append(line)
+        if text in line or time.monotonic() > deadline:
+            break
+    return seen
+
+
 def test_open_event_streams_leave_the_pool_to_requests(pooled_server, fresh_database):
     server, headers = pooled_server
     streams = [httpx.Client(base_url=server.url, headers=headers, timeout=30) for _ in range(2 * POOL_SIZE)]
@@ -133,19 +146,6 @@ def test_open_event_streams_leave_the_pool_to_requests(pooled_server, fresh_data
             response.close()
         for stream in streams:
             stream.close()
-
-
-QUOTA_SPEC = {"scope": "global", "max_concurrent": 1}
-
-
-def _lines_until(response: httpx.Response, text: str, timeout_s: float = 10) -> list[str]:
-    seen = []
-    deadline = time.monotonic() + timeout_s
-    for line in response.iter_lines():
-        seen.append(line)
-        if text in line or time.monotonic() > deadline:
-            break
-    return seen
 
 
 @pytest.fixture

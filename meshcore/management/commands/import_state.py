@@ -29,18 +29,20 @@ class Command(BaseCommand):
         self.stdout.write(f"Restored {len(result['changes'])} items from {file}.")
         # The digest covers the log's sequence number too, so a restored cluster's differs from the backup's:
         # compare the items themselves.
-        held = registry.export_state()["items"]
-        if _canonical(held) == _canonical(document["items"]):
+        differing = differing_kinds(registry.export_state()["items"], document["items"])
+        if not differing:
             self.stdout.write("Checked: this replica now holds exactly the backup's items.")
         else:
-            differing = sorted(
-                kind for kind in {*held, *document["items"]} if held.get(kind) != document["items"].get(kind)
-            )
             self.stderr.write(
                 f"Warning: this replica's {', '.join(differing)} differ from the backup's (was something else "
                 "writing to the new cluster, such as an embedded agent registering its host?)."
             )
 
 
-def _canonical(items: dict[str, Any]) -> str:
-    return json.dumps(items, sort_keys=True, default=str)
+def differing_kinds(held: dict[str, Any], backup: dict[str, Any]) -> list[str]:
+    """The kinds whose items differ, compared as JSON (a backup read from a file has lists, not tuples)."""
+
+    def canonical(items: Any) -> str:
+        return json.dumps(items, sort_keys=True, default=str)
+
+    return sorted(kind for kind in {*held, *backup} if canonical(held.get(kind)) != canonical(backup.get(kind)))
