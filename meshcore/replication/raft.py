@@ -28,6 +28,7 @@ from cryptography.fernet import InvalidToken
 from django.db import connections
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
 
+from meshcore.replication import framing
 from meshcore.replication.proposals import ProposalQueue
 from meshcore.replication.state import LOG_FORMAT, DesiredState
 
@@ -270,11 +271,9 @@ class Replica:
             onStateChanged=self._state_changed,
             onReady=self._caught_up.set,
         )
-        from django.conf import settings
-
         # The baseline that benchmarks/replication.py compares against is PySyncObj's own timing.
         # The password, the journal and useFork=False stay either way: they are safety, not tuning.
-        if getattr(settings, "MESH_RAFT_PROFILE", "tuned") != "pysyncobj-defaults":
+        if _tuned():
             for name, value in TUNED_TIMING.items():
                 setattr(conf, name, value)
         return conf
@@ -282,6 +281,9 @@ class Replica:
     def start(self) -> None:
         self.projection.prepare()
         self.projector.start()
+        if _tuned():
+            # Process-wide: PySyncObj frames every connection's messages in one module.
+            framing.install()
         self._sync_obj = SyncObj(self.settings.address, list(self.settings.peers), self._conf(), consumers=[self.log])
         self._sync_obj._SyncObj__encryptor = _LoggingEncryptor(self._sync_obj._SyncObj__encryptor)
         self._sync_obj.addOnTickCallback(self._hurry_lone_commit)
@@ -504,6 +506,13 @@ class Replica:
         }
         # Runs on the tick thread: propose without waiting (a synchronous call here would deadlock).
         self.log.apply_batch(announcement, callback=lambda result, error: None)
+
+
+def _tuned() -> bool:
+    """Whether this process runs PySyncObj as infermesh tunes it (not the benchmark's baseline)."""
+    from django.conf import settings
+
+    return getattr(settings, "MESH_RAFT_PROFILE", "tuned") != "pysyncobj-defaults"
 
 
 def _fail_reason(code: int) -> str:
