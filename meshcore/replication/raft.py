@@ -13,9 +13,9 @@ Threads, and what runs on each:
 
 from __future__ import annotations
 
+import collections
 import copy
 import logging
-import queue
 import socket
 import threading
 import time
@@ -156,63 +156,137 @@ MAX_GROUP = 64  # committed batches projected in one transaction at most
 
 
 class Projector(threading.Thread):
-    """Writes committed batches to the database, in commit order, off the tick thread."""
+    """Writes committed batches to the database, in commit order, off the tick thread.
+
+    A writer waiting for its own batch writes what has committed itself (`project_pending`) and
+    leaves announcing it to this thread, so a lone write costs no hand-off to this thread and
+    back. This thread writes everything else (a follower's share of other replicas' writes,
+    history at start), retries what failed, and announces in commit order.
+    """
 
     retry_delay_s = 1.0  # after a failed write to the database
 
-    def __init__(self, apply: Any, rebuild: Any) -> None:
+    def __init__(self, apply: Any, rebuild: Any, announce: Any = None) -> None:
         super().__init__(name="infermesh-projector", daemon=True)
-        self._apply = apply
+        self._apply = apply  # writes a group of committed batches; returns what `announce` takes
         self._rebuild = rebuild
-        self._queue: queue.Queue = queue.Queue()
+        self._announce = announce
+        self._pending: collections.deque = collections.deque()  # (action, first, second), in commit order
+        self._arrived = threading.Condition()  # guards _pending
+        self._writing = threading.Lock()  # one thread writes at a time, so commit order holds
         self._stopping = False
 
-    def committed(self, batch: dict[str, Any], result: dict[str, Any], announce: bool = True) -> None:
-        self._queue.put(("apply", batch, {**result, "announce": announce}))
+    def committed(
+        self, batch: dict[str, Any], result: dict[str, Any], announce: bool = True, wake: bool = True
+    ) -> None:
+        """Queue a committed batch; `wake=False` when a writer in this process waits for it and writes it."""
+        self._put(("apply", batch, {**result, "announce": announce}), wake)
 
     def restored(self, state: DesiredState) -> None:
-        self._queue.put(("rebuild", state, None))
+        self._put(("rebuild", state, None), wake=True)
 
     def stop(self) -> None:
         self._stopping = True
-        self._queue.put(("stop", None, None))
+        self._put(("stop", None, None), wake=True)
+
+    def wake(self) -> None:
+        with self._arrived:
+            self._arrived.notify()
+
+    def _put(self, item: tuple[str, Any, Any], wake: bool) -> None:
+        with self._arrived:
+            self._pending.append(item)
+            if wake:
+                self._arrived.notify()
+
+    def project_pending(self, timeout: float) -> None:
+        """Write, in the calling thread, the committed batches at the head of the queue.
+
+        Anything else at the head (a snapshot to rebuild from), and a write that fails, is left
+        to this thread, which retries; the caller then waits for the applied index as before.
+        """
+        if not self._writing.acquire(timeout=timeout):
+            return
+        try:
+            group = self._next_group()
+            if group is None:
+                return
+            try:
+                projected = self._apply(group)
+            except Exception:
+                logger.warning("a writer's projection failed; the projector thread retries it", exc_info=True)
+                self.wake()
+                return
+            with self._arrived:
+                for _ in group:
+                    self._pending.popleft()
+                if projected:
+                    # First in line: everything still queued committed after this group.
+                    self._pending.appendleft(("announce", projected, None))
+                    self._arrived.notify()
+        finally:
+            self._writing.release()
+
+    def _next_group(self) -> list[tuple[dict[str, Any], dict[str, Any]]] | None:
+        """The committed batches at the head of the queue (at most MAX_GROUP), left there until written."""
+        with self._arrived:
+            group = []
+            for action, first, second in self._pending:
+                if action != "apply" or len(group) == MAX_GROUP:
+                    break
+                group.append((first, second))
+            return group or None
 
     def run(self) -> None:
-        waiting = None  # taken from the queue while gathering a group, handled next
         while True:
-            action, first, second = waiting or self._queue.get()
-            waiting = None
-            if action == "stop":
-                return
-            if action == "apply":
-                group = [(first, second)]
-                # Batches committed meanwhile share the transaction: concurrent writers cost one commit.
-                while len(group) < MAX_GROUP:
-                    try:
-                        waiting = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if waiting[0] != "apply":
-                        break
-                    group.append(waiting[1:])
-                    waiting = None
-                self._retrying(lambda group=group: self._apply(group))
-            else:
-                self._retrying(lambda state=first: self._rebuild(state))
+            with self._arrived:
+                while not self._pending:
+                    # Woken for each batch no writer here waits for; the timeout covers a writer that gave up.
+                    self._arrived.wait(timeout=1.0)
+            with self._writing:
+                with self._arrived:
+                    if not self._pending:
+                        continue  # a writer wrote it meanwhile
+                    action, first, _ = self._pending[0]
+                if action == "stop":
+                    return
+                if action == "announce":
+                    done, projected = 1, first
+                elif action == "apply":
+                    group = self._next_group() or []
+                    # Batches committed meanwhile share the transaction: concurrent writers cost one commit.
+                    done, projected = len(group), self._retrying(lambda group=group: self._apply(group))
+                else:
+                    done, projected = 1, self._retrying(lambda state=first: self._rebuild(state))
+                if self._stopping and projected is _GAVE_UP:
+                    return
+                with self._arrived:
+                    for _ in range(done):
+                        self._pending.popleft()
+                if projected and projected is not _GAVE_UP and self._announce is not None:
+                    self._announce_safely(projected)
 
-    def _retrying(self, project: Any) -> None:
+    def _announce_safely(self, projected: Any) -> None:
+        try:
+            self._announce(projected)
+        except Exception:  # best effort: the change is in the database either way
+            logger.warning("announcing committed changes failed", exc_info=True)
+
+    def _retrying(self, project: Any) -> Any:
         while True:
             try:
                 # The thread keeps one connection (reopening SQLite per batch cost half its time).
-                project()
-                return
+                return project()
             except Exception:
                 # The entries are committed; the database must take them. Retry, on a fresh connection.
                 logger.exception("projecting a committed change failed; retrying in %.0f s", self.retry_delay_s)
                 connections.close_all()
                 if self._stopping:
-                    return
+                    return _GAVE_UP
                 time.sleep(self.retry_delay_s)
+
+
+_GAVE_UP = object()  # a projection abandoned because the replica is stopping
 
 
 class _Transitions:
@@ -239,7 +313,7 @@ class Replica:
     def __init__(self, raft: RaftSettings, projection: Any) -> None:
         self.settings = raft
         self.projection = projection
-        self.projector = Projector(projection.apply_committed_group, projection.rebuild_from)
+        self.projector = Projector(projection.project_group, projection.rebuild_from, projection.announce)
         # Until this replica has caught up with the leader, what it applies is history: project it, don't announce it.
         self._caught_up = threading.Event()
         self.log = RegistryLog(self._committed, self.projector.restored)
@@ -249,9 +323,12 @@ class Replica:
         self._transitions = _Transitions()
         self._diagnosed: dict[str, list[float]] = {}  # peer -> [disconnected since, last logged]
         self._stopping = threading.Event()
+        self._awaited: set[str] = set()  # keys of the batches this replica's writers wait for
 
     def _committed(self, batch: dict[str, Any], result: dict[str, Any]) -> None:
-        self.projector.committed(batch, result, announce=self._caught_up.is_set())
+        # A batch a writer here waits for is written by that writer: no need to wake the projector for it.
+        awaited = batch.get("key") in self._awaited
+        self.projector.committed(batch, result, announce=self._caught_up.is_set(), wake=not awaited)
 
     def _conf(self) -> SyncObjConf:
         journal = None
@@ -347,7 +424,22 @@ class Replica:
                 "No leader yet: the replicas are electing one. Nothing was written; retry in a moment.",
                 retry_after=1,
             )
-        proposal = self.proposals.propose(batch, timeout)
+        key = batch.get("key")
+        written = False
+        if key:
+            self._awaited.add(key)
+        try:
+            proposal = self.proposals.propose(batch, timeout)
+            if proposal.error == FAIL_REASON.SUCCESS and proposal.result["status"] == "ok":
+                # Write it, and whatever committed before it, here: no hand-off to the projector and back.
+                self.projector.project_pending(timeout)
+                written = self.projection.applied.value >= proposal.result["seq"]
+        finally:
+            if key:
+                self._awaited.discard(key)
+                if not written:
+                    # This writer did not write its batch (refused, timed out, failed): the projector will.
+                    self.projector.wake()
         if proposal.error is None:
             raise NoQuorum(
                 f"The change was not committed within {timeout:.0f} s (the cluster may be electing a leader). "

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from meshcore.replication import rows
@@ -35,6 +35,9 @@ logger = logging.getLogger(__name__)
 class Log(Protocol):
     def propose(self, batch: dict[str, Any], timeout: float | None = None) -> dict[str, Any]: ...
 
+
+# A projected batch, its result and the events its projection recorded, for `announce`.
+Projected = tuple[dict[str, Any], dict[str, Any], list[Any]]
 
 TOKEN_CHANGES = {"NODE_TOKEN_ROTATED", "NODE_TOKEN_REVOKED", "NODE_LEFT"}
 
@@ -55,8 +58,15 @@ class DatabaseProjection:
         self.apply_committed_group([(batch, result)])
 
     def apply_committed_group(self, committed: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
-        """Project batches in their commit order, in one transaction: under load, one database commit for many."""
-        from meshcore.events import publish_events, record_batch_events
+        """Project batches in their commit order, then announce their events."""
+        self.announce(self.project_group(committed))
+
+    def project_group(self, committed: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[Projected]:
+        """Write batches in their commit order, in one transaction (under load, one commit for many).
+
+        Returns what `announce` publishes: the caller may leave that to another thread.
+        """
+        from meshcore.events import record_batch_events
         from meshcore.models import ProjectionState
 
         projected = []
@@ -91,6 +101,12 @@ class DatabaseProjection:
             from meshcore.state.node_auth import node_tokens
 
             node_tokens.forget_all()
+        return projected
+
+    def announce(self, projected: list[Projected]) -> None:
+        """Publish the events of projected batches to this process's channel layer (best effort)."""
+        from meshcore.events import publish_events
+
         for batch, result, events in projected:
             # Several replicas may share one channel layer: the first to project a change announces it.
             if (
@@ -258,8 +274,12 @@ def control_socket_path() -> Path:
 class _ControlHandler(socketserver.StreamRequestHandler):
     def handle(self) -> None:
         # One request per line, as many as the client sends: a command that writes often keeps its connection.
-        for line in self.rfile:
-            self.wfile.write(json.dumps(_control_answer(line), default=str).encode() + b"\n")
+        try:
+            for line in self.rfile:
+                self.wfile.write(json.dumps(_control_answer(line), default=str).encode() + b"\n")
+        finally:
+            # A write projects its batch on this thread's connection (Replica.propose): hand it back.
+            connections.close_all()
 
 
 def _control_answer(line: bytes) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from django.test import override_settings
 from meshcore.replication import service
 from meshcore.replication.raft import NoQuorum
 from meshcore.replication.service import CommandLineLog, ControlServer, control_socket_path, install_replica
+from tests.replication.cluster import wait_until
 
 
 class RecordingReplica:
@@ -24,6 +25,7 @@ class RecordingReplica:
         self.proposed.append((batch["key"], threading.get_ident()))
         if batch.get("refuse"):
             raise NoQuorum("no quorum here", retry_after=3)
+
         return {"status": "ok", "seq": len(self.proposed)}
 
     def status(self) -> dict:
@@ -84,6 +86,22 @@ def test_a_refusal_and_a_garbled_line_are_answered_and_the_connection_goes_on(co
         connection.sendall(b'{"action": "propose", "batch": {"key": "next"}}\n')
         assert b'"status": "ok"' in reader.readline()
     assert [key for key, _ in replica.proposed] == ["refused", "next"]
+
+
+def test_a_closed_command_connection_gives_back_the_database_connections_its_writes_used(control, monkeypatch):
+    # The real replica projects a write on the serving thread's database connection (Replica.propose).
+    replica, _ = control
+    closed_by: list[int] = []
+    monkeypatch.setattr(service.connections, "close_all", lambda: closed_by.append(threading.get_ident()))
+    log = CommandLineLog()
+    log.propose({"key": "first"}, timeout=5)
+    log.propose({"key": "second"}, timeout=5)
+    (serving_thread,) = {thread for _, thread in replica.proposed}
+    assert closed_by == []  # kept while the command goes on writing
+
+    service._control_connection.close()  # the command is done
+
+    assert wait_until(lambda: closed_by == [serving_thread], timeout=5), closed_by
 
 
 def test_no_replica_listening_means_none_is_running(tmp_path):

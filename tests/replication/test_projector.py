@@ -1,5 +1,8 @@
 """The projector writes committed batches in commit order; those that queued up meanwhile go in one transaction."""
 
+import threading
+import time
+
 import pytest
 
 from meshcore import registry
@@ -125,3 +128,88 @@ def test_a_group_part_of_which_is_in_the_database_already_applies_only_the_rest(
     assert Event.objects.count() == events_before + 2
     assert ProjectionState.objects.get(pk=1).applied_seq == applied + 3 == projection.applied.value
     assert Policy.objects.get(pk=policy.pk).priority == 13
+
+
+class ThreadRecorder:
+    """Records which thread wrote and which announced each group; `fail_first` makes the first write fail."""
+
+    def __init__(self, fail_first: bool = False) -> None:
+        self.fail_first = fail_first
+        self.writes: list[tuple[str, list[int]]] = []
+        self.announced: list[tuple[str, list[int]]] = []
+
+    def apply(self, group):
+        seqs = [result["seq"] for _, result in group]
+        if self.fail_first and not self.writes:
+            self.writes.append(("failed", seqs))
+            raise RuntimeError("database is locked")
+        self.writes.append((threading.current_thread().name, seqs))
+        return seqs
+
+    def announce(self, seqs):
+        self.announced.append((threading.current_thread().name, seqs))
+
+
+def test_a_waiting_writer_writes_what_committed_itself_and_the_thread_announces_it_in_order():
+    recorder = ThreadRecorder()
+    projector = Projector(recorder.apply, lambda state: None, recorder.announce)
+    projector.start()
+    try:
+        committed(projector, 1)  # no writer waits for it: the projector thread writes it
+        assert wait_until(lambda: recorder.announced == [("infermesh-projector", [1])])
+        for seq in (2, 3):
+            projector.committed({"key": f"k{seq}"}, {"status": "ok", "seq": seq, "changes": []}, wake=False)
+
+        projector.project_pending(timeout=5)
+
+        assert recorder.writes == [("infermesh-projector", [1]), ("MainThread", [2, 3])]
+        assert wait_until(lambda: len(recorder.announced) == 2)
+        assert recorder.announced[1] == ("infermesh-projector", [2, 3])
+    finally:
+        run_until_stopped(projector, started=True)
+
+
+def test_a_writer_leaves_a_snapshot_to_the_thread_and_writes_nothing_behind_it():
+    recorder = ThreadRecorder()
+    projector = Projector(recorder.apply, lambda state: recorder.writes.append(("rebuild", [state.seq])))
+    snapshot = DesiredState()
+    snapshot.seq = 9
+    projector.restored(snapshot)
+    projector.committed({"key": "k10"}, {"status": "ok", "seq": 10, "changes": []}, wake=False)
+
+    projector.project_pending(timeout=5)  # the rebuild is first in line: not this writer's to do
+    assert recorder.writes == []
+
+    run_until_stopped(projector)
+    assert recorder.writes == [("rebuild", [9]), ("infermesh-projector", [10])]
+
+
+def test_a_batch_its_writer_gave_up_on_is_written_by_the_thread_once_woken():
+    recorder = ThreadRecorder()
+    projector = Projector(recorder.apply, lambda state: None)
+    projector.start()
+    try:
+        projector.committed({"key": "k1"}, {"status": "ok", "seq": 1, "changes": []}, wake=False)
+        time.sleep(0.1)
+        assert recorder.writes == []  # nobody woke the thread: it waits for the writer
+
+        projector.wake()  # what Replica.propose does when it did not write its batch
+
+        assert wait_until(lambda: recorder.writes == [("infermesh-projector", [1])], timeout=2)
+    finally:
+        run_until_stopped(projector, started=True)
+
+
+def test_a_writers_failed_write_is_retried_by_the_thread(monkeypatch):
+    monkeypatch.setattr(Projector, "retry_delay_s", 0.01)
+    recorder = ThreadRecorder(fail_first=True)
+    projector = Projector(recorder.apply, lambda state: None)
+    projector.start()
+    try:
+        projector.committed({"key": "k1"}, {"status": "ok", "seq": 1, "changes": []}, wake=False)
+
+        projector.project_pending(timeout=5)  # fails here; the batch stays queued
+
+        assert wait_until(lambda: recorder.writes == [("failed", [1]), ("infermesh-projector", [1])], timeout=5)
+    finally:
+        run_until_stopped(projector, started=True)

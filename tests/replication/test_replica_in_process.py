@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -71,3 +72,28 @@ def test_a_lone_replica_commits_without_waiting_for_its_tick_period(monkeypatch)
     assert [result["status"] for result in results] == ["ok", "ok", "ok"]
     # Three commits, each of which would otherwise wait up to a tick period of 2 s.
     assert took < 1.0, f"three commits took {took:.2f} s"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_writer_writes_its_own_committed_batch_and_the_projector_the_rest(monkeypatch):
+    with running_replicas(1, monkeypatch) as (replica,):
+        replica.wait_for_leader(timeout=30)
+        writers: dict[str, str] = {}  # batch key -> the thread that wrote it to the database
+        write_group = replica.projector._apply
+
+        def recording(group):
+            for batch, _ in group:
+                writers[batch["key"]] = threading.current_thread().name
+            return write_group(group)
+
+        replica.projector._apply = recording
+        replica.log.apply_batch({**EMPTY_BATCH, "key": "nobody-waits"}, callback=lambda result, error: None)
+        deadline = time.monotonic() + 5
+        while not writers and time.monotonic() < deadline:
+            time.sleep(0.02)
+        writer = threading.Thread(target=lambda: replica.propose({**EMPTY_BATCH, "key": "awaited"}, timeout=10))
+        writer.name = "api-writer"
+        writer.start()
+        writer.join(15)
+
+    assert writers == {"nobody-waits": "infermesh-projector", "awaited": "api-writer"}

@@ -23,7 +23,7 @@ TIMING = (
 
 
 def conf(tmp_path) -> SyncObjConf:
-    projection = SimpleNamespace(apply_committed_group=None, rebuild_from=None)
+    projection = SimpleNamespace(project_group=None, rebuild_from=None, announce=None)
     settings = RaftSettings(address="127.0.0.1:1", peers=(), password="p" * 16, data_dir=tmp_path / "raft")
     return Replica(settings, projection)._conf()
 
