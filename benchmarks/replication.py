@@ -6,8 +6,9 @@ PySyncObj's default timing (MESH_RAFT_PROFILE=pysyncobj-defaults) as the baselin
 - sequential commit latency through the registry: one process (`benchmarks.registry_writer`)
   calls `registry.update_policy` N times over a replica's control socket, via the leader and
   via a follower; p50, p99 and sequential writes/s;
-- the commit floor: empty batches straight to `Replica.propose` over the control socket (Raft
-  commit plus the proposing replica's projection, without the registry's validation and reads);
+- the commit floor: empty batches straight to `Replica.propose` over one kept control-socket
+  connection (Raft commit plus the proposing replica's projection, without the registry's
+  validation and reads);
 - the same through the HTTP API (`PATCH /api/v1/policies/<name>/`, keep-alive client);
 - concurrent writers: 8 HTTP clients per replica, and 16 registry threads via the leader;
 - failover: with writers running on the two other replicas, SIGKILL the leader and time the
@@ -258,18 +259,26 @@ class BenchCluster:
         """The commit floor: empty batches straight to `Replica.propose` over the control socket.
 
         No registry, no validation and no ORM in the client; the replica still commits each batch on
-        a quorum and records it in its database before answering.
+        a quorum and records it in its database before answering. One kept connection, as a command's
+        registry calls use (a new connection per batch would also time a new thread and its database
+        connection on the replica).
         """
         latencies = []
         errors = 0
-        for index in range(warmup + writes):
-            batch = {"key": f"benchmark-{uuid.uuid4().hex}", "actor": "benchmark", "ops": [], "events": []}
-            began = time.perf_counter()
-            answer = control(replica, {"action": "propose", "batch": batch}, timeout=30)
-            if not answer or "result" not in answer:
-                errors += 1
-            elif index >= warmup:
-                latencies.append((time.perf_counter() - began) * 1000)
+        path = replica.data_dir / "raft" / "control.sock"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+            connection.settimeout(30)
+            connection.connect(str(path))
+            reader = connection.makefile("rb")
+            for index in range(warmup + writes):
+                batch = {"key": f"benchmark-{uuid.uuid4().hex}", "actor": "benchmark", "ops": [], "events": []}
+                began = time.perf_counter()
+                connection.sendall(json.dumps({"action": "propose", "batch": batch}).encode() + b"\n")
+                answer = json.loads(reader.readline() or b"null")
+                if not answer or "result" not in answer:
+                    errors += 1
+                elif index >= warmup:
+                    latencies.append((time.perf_counter() - began) * 1000)
         return {
             "writes": len(latencies),
             "p50_ms": percentile(latencies, 50),

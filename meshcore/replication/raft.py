@@ -103,7 +103,7 @@ class RegistryLog(SyncObjConsumer):
                 self.halted_by = outcome["message"]
                 logger.critical("%s; this replica stops following the cluster until it is upgraded", self.halted_by)
             if outcome["status"] == "ok" and not outcome.get("replayed"):
-                self._on_committed(member, outcome)
+                self._on_committed(member, outcome, grouped=len(applied) > 1)
         return result
 
     def export(self) -> dict[str, Any]:
@@ -199,13 +199,16 @@ class Projector(threading.Thread):
             if wake:
                 self._arrived.notify()
 
-    def project_pending(self, timeout: float) -> None:
+    def project_pending(self) -> None:
         """Write, in the calling thread, the committed batches at the head of the queue.
 
         Anything else at the head (a snapshot to rebuild from), and a write that fails, is left
         to this thread, which retries; the caller then waits for the applied index as before.
         """
-        if not self._writing.acquire(timeout=timeout):
+        if not self._writing.acquire(blocking=False):
+            # Another thread is writing, most likely this batch among others: waiting in line for the lock
+            # would only wake the writers one by one. The projector thread writes whatever that one leaves.
+            self.wake()
             return
         try:
             group = self._next_group()
@@ -325,10 +328,11 @@ class Replica:
         self._stopping = threading.Event()
         self._awaited: set[str] = set()  # keys of the batches this replica's writers wait for
 
-    def _committed(self, batch: dict[str, Any], result: dict[str, Any]) -> None:
-        # A batch a writer here waits for is written by that writer: no need to wake the projector for it.
-        awaited = batch.get("key") in self._awaited
-        self.projector.committed(batch, result, announce=self._caught_up.is_set(), wake=not awaited)
+    def _committed(self, batch: dict[str, Any], result: dict[str, Any], grouped: bool = False) -> None:
+        # A lone batch a writer here waits for is written by that writer: the projector need not wake. The
+        # batches of a group entry have many writers: the projector writes them at once, in one transaction.
+        written_by_its_writer = not grouped and batch.get("key") in self._awaited
+        self.projector.committed(batch, result, announce=self._caught_up.is_set(), wake=not written_by_its_writer)
 
     def _conf(self) -> SyncObjConf:
         journal = None
@@ -432,7 +436,7 @@ class Replica:
             proposal = self.proposals.propose(batch, timeout)
             if proposal.error == FAIL_REASON.SUCCESS and proposal.result["status"] == "ok":
                 # Write it, and whatever committed before it, here: no hand-off to the projector and back.
-                self.projector.project_pending(timeout)
+                self.projector.project_pending()
                 written = self.projection.applied.value >= proposal.result["seq"]
         finally:
             if key:

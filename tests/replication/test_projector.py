@@ -8,7 +8,7 @@ import pytest
 from meshcore import registry
 from meshcore.models import Event, Policy, ProjectionState
 from meshcore.replication.projection import item_from_row
-from meshcore.replication.raft import MAX_GROUP, Projector
+from meshcore.replication.raft import MAX_GROUP, Projector, RaftSettings, Replica
 from meshcore.replication.service import DatabaseProjection
 from meshcore.replication.state import DesiredState
 from tests.replication.cluster import wait_until
@@ -160,7 +160,7 @@ def test_a_waiting_writer_writes_what_committed_itself_and_the_thread_announces_
         for seq in (2, 3):
             projector.committed({"key": f"k{seq}"}, {"status": "ok", "seq": seq, "changes": []}, wake=False)
 
-        projector.project_pending(timeout=5)
+        projector.project_pending()
 
         assert recorder.writes == [("infermesh-projector", [1]), ("MainThread", [2, 3])]
         assert wait_until(lambda: len(recorder.announced) == 2)
@@ -177,7 +177,7 @@ def test_a_writer_leaves_a_snapshot_to_the_thread_and_writes_nothing_behind_it()
     projector.restored(snapshot)
     projector.committed({"key": "k10"}, {"status": "ok", "seq": 10, "changes": []}, wake=False)
 
-    projector.project_pending(timeout=5)  # the rebuild is first in line: not this writer's to do
+    projector.project_pending()  # the rebuild is first in line: not this writer's to do
     assert recorder.writes == []
 
     run_until_stopped(projector)
@@ -208,8 +208,45 @@ def test_a_writers_failed_write_is_retried_by_the_thread(monkeypatch):
     try:
         projector.committed({"key": "k1"}, {"status": "ok", "seq": 1, "changes": []}, wake=False)
 
-        projector.project_pending(timeout=5)  # fails here; the batch stays queued
+        projector.project_pending()  # fails here; the batch stays queued
 
         assert wait_until(lambda: recorder.writes == [("failed", [1]), ("infermesh-projector", [1])], timeout=5)
     finally:
         run_until_stopped(projector, started=True)
+
+
+def test_a_writer_that_finds_another_writing_leaves_its_batch_to_the_thread_without_waiting():
+    recorder = ThreadRecorder()
+    projector = Projector(recorder.apply, lambda state: None)
+    projector.start()
+    try:
+        projector.committed({"key": "k1"}, {"status": "ok", "seq": 1, "changes": []}, wake=False)
+        with projector._writing:  # another writer is writing
+            returned = threading.Event()
+            writer = threading.Thread(target=lambda: (projector.project_pending(), returned.set()), name="writer")
+            writer.start()
+            assert returned.wait(2), "the writer waited in line for the lock"
+            assert recorder.writes == []
+
+        assert wait_until(lambda: recorder.writes == [("infermesh-projector", [1])], timeout=5)
+    finally:
+        run_until_stopped(projector, started=True)
+
+
+def test_a_group_entrys_batches_wake_the_projector_and_a_lone_awaited_batch_does_not():
+    replica = Replica(RaftSettings(address="127.0.0.1:1", peers=(), password="", data_dir=None), DatabaseProjection())
+    recorder = ThreadRecorder()
+    replica.projector._apply = recorder.apply
+    replica.projector.start()
+    try:
+        replica._awaited.update({"lone", "grouped"})
+        replica._committed({"key": "lone"}, {"status": "ok", "seq": 1, "changes": []})
+        time.sleep(0.2)
+        assert recorder.writes == []  # left to its writer, who is waiting for it
+
+        replica._committed({"key": "grouped"}, {"status": "ok", "seq": 2, "changes": []}, grouped=True)
+
+        # Woken by the group's batch, the thread writes everything queued, in order.
+        assert wait_until(lambda: recorder.writes == [("infermesh-projector", [1, 2])], timeout=5)
+    finally:
+        run_until_stopped(replica.projector, started=True)
