@@ -78,10 +78,11 @@ TUNED_TIMING: dict[str, Any] = {
 class RegistryLog(SyncObjConsumer):
     """The replicated object: everything set after `super().__init__()` is the Raft state."""
 
-    def __init__(self, on_committed: Any, on_restored: Any) -> None:
+    def __init__(self, on_committed: Any, on_restored: Any, on_applied: Any = None) -> None:
         # Set before super().__init__(): callbacks are process-local and never pickled.
         self._on_committed = on_committed
         self._on_restored = on_restored
+        self._on_applied = on_applied  # every batch applied, whatever its outcome
         self._lock = threading.Lock()  # an export sees the state between batches, never inside one
         self.halted_by: str | None = None  # set when an entry is too new for this release
         super().__init__()
@@ -98,6 +99,8 @@ class RegistryLog(SyncObjConsumer):
             applied = list(zip(batch["group"], result["results"], strict=True))
         else:
             applied = [(batch, result)]
+        if self._on_applied is not None:
+            self._on_applied([member for member, _ in applied])
         for member, outcome in applied:
             if outcome["status"] == "unsupported" and not self.halted_by:
                 self.halted_by = outcome["message"]
@@ -115,6 +118,28 @@ class RegistryLog(SyncObjConsumer):
         super()._deserialize(data)
         # A copy: the tick thread goes on changing the live state while the projector rebuilds.
         self._on_restored(copy.deepcopy(self.state))
+
+
+class _SyncObj(SyncObj):
+    """PySyncObj's SyncObj, telling the followers of a commit at once only when one of them may be waiting for it.
+
+    With `appendEntriesUseBatch` off, PySyncObj sends every follower an append right after the
+    leader applies an entry, only to carry the new commit index: two more messages each way per
+    write, handled while the leader projects and answers its writer. When the entry's writer is on
+    the leader, the followers learn the commit with the next entry or heartbeat instead
+    (`appendEntriesPeriod`); a follower's reads lag by that much at most. An entry a follower
+    proposed (or one nobody here waits for) is still announced at once: its writer waits for it.
+    """
+
+    def __init__(self, *args: Any, followers_wait: Any = None, **kwargs: Any) -> None:
+        self._followers_wait = followers_wait
+        super().__init__(*args, **kwargs)
+
+    def _SyncObj__applyLogEntries(self) -> bool:  # PySyncObj's `__applyLogEntries`, run on every tick
+        send_now = super()._SyncObj__applyLogEntries()
+        if self._followers_wait is None:
+            return send_now
+        return self._followers_wait() and send_now  # asked on every tick: the answer covers this tick's entries
 
 
 class _LoggingEncryptor:
@@ -319,7 +344,7 @@ class Replica:
         self.projector = Projector(projection.project_group, projection.rebuild_from, projection.announce)
         # Until this replica has caught up with the leader, what it applies is history: project it, don't announce it.
         self._caught_up = threading.Event()
-        self.log = RegistryLog(self._committed, self.projector.restored)
+        self.log = RegistryLog(self._committed, self.projector.restored, self._applied)
         # Batches proposed while an entry commits share the next one (one round trip for many writers).
         self.proposals = ProposalQueue(lambda entry, callback: self.log.apply_batch(entry, callback=callback))
         self._sync_obj: SyncObj | None = None
@@ -327,6 +352,17 @@ class Replica:
         self._diagnosed: dict[str, list[float]] = {}  # peer -> [disconnected since, last logged]
         self._stopping = threading.Event()
         self._awaited: set[str] = set()  # keys of the batches this replica's writers wait for
+        self._commit_awaited_elsewhere = False  # an entry just applied was proposed by another replica
+
+    def _applied(self, batches: list[dict[str, Any]]) -> None:
+        if any(batch.get("key") not in self._awaited for batch in batches):
+            # Proposed by another replica (or by no writer at all): a follower's writer may wait for this commit.
+            self._commit_awaited_elsewhere = True
+
+    def _followers_wait_for_commit(self) -> bool:
+        """Whether an entry applied since the last call may have a writer on a follower (resets the answer)."""
+        waiting, self._commit_awaited_elsewhere = self._commit_awaited_elsewhere, False
+        return waiting
 
     def _committed(self, batch: dict[str, Any], result: dict[str, Any], grouped: bool = False) -> None:
         # A lone batch a writer here waits for is written by that writer: the projector need not wake. The
@@ -365,7 +401,14 @@ class Replica:
         if _tuned():
             # Process-wide: PySyncObj frames every connection's messages in one module.
             framing.install()
-        self._sync_obj = SyncObj(self.settings.address, list(self.settings.peers), self._conf(), consumers=[self.log])
+        self._sync_obj = _SyncObj(
+            self.settings.address,
+            list(self.settings.peers),
+            self._conf(),
+            consumers=[self.log],
+            # PySyncObj's own behaviour in the benchmark's baseline: every commit announced at once.
+            followers_wait=self._followers_wait_for_commit if _tuned() else None,
+        )
         self._sync_obj._SyncObj__encryptor = _LoggingEncryptor(self._sync_obj._SyncObj__encryptor)
         self._sync_obj.addOnTickCallback(self._hurry_lone_commit)
         threading.Thread(target=self._watch, name="infermesh-cluster-watch", daemon=True).start()

@@ -97,3 +97,39 @@ def test_a_writer_writes_its_own_committed_batch_and_the_projector_the_rest(monk
         writer.join(15)
 
     assert writers == {"nobody-waits": "infermesh-projector", "awaited": "api-writer"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_followers_hear_of_a_leaders_own_commit_with_the_next_heartbeat_and_of_theirs_at_once(monkeypatch):
+    with running_replicas(3, monkeypatch) as replicas:
+        replicas[0].wait_for_leader(timeout=30)
+        leader = next(replica for replica in replicas if replica.status()["role"] == "leader")
+        follower, other = (replica for replica in replicas if replica is not leader)
+        for replica in replicas:
+            # Heartbeats every 2 s from now on (elections far later), so what the followers learn between is
+            # what the leader sent them for the commit itself.
+            conf = replica._sync_obj._SyncObj__conf
+            conf.appendEntriesPeriod, conf.raftMinTimeout, conf.raftMaxTimeout = 2.0, 60.0, 61.0
+        time.sleep(0.2)  # the last heartbeat on the old period goes out
+        _wait_for(lambda: {r.state.seq for r in replicas} == {leader.state.seq}, 5)
+
+        started = time.monotonic()
+        leader.propose({**EMPTY_BATCH, "key": "leaders-own"}, timeout=10)
+        time.sleep(0.3)
+        # Its writer is on the leader: the followers learn of the commit later, with the next heartbeat.
+        assert follower.state.seq < leader.state.seq and other.state.seq < leader.state.seq
+        _wait_for(lambda: follower.state.seq == leader.state.seq, 5)
+        assert time.monotonic() - started > 0.3
+
+        started = time.monotonic()
+        follower.propose({**EMPTY_BATCH, "key": "followers-own"}, timeout=10)
+        # A follower's writer waits for the commit: the leader told it at once, not with a heartbeat.
+        assert time.monotonic() - started < 1.0
+        assert follower.state.seq == leader.state.seq
+
+
+def _wait_for(condition, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
