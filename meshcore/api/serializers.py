@@ -230,8 +230,9 @@ class PolicySerializer(serializers.ModelSerializer):
 
     def update(self, policy: Policy, validated_data: dict[str, Any]) -> Policy:
         version = expected_version(self, validated_data)
+        # The view read the policy (its owner with it) for this request: the registry need not read it again.
         return registry.update_policy(
-            actor=_actor(self), name=policy.name, changes=validated_data, expected_version=version
+            actor=_actor(self), name=policy.name, changes=validated_data, expected_version=version, current=policy
         )
 
 

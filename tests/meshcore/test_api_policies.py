@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from meshcore.models import Event, EventType, Policy
 from tests.meshcore.api_support import API, VALID_SPECS, events_since, last_event_id, make_policy
+from tests.meshcore.test_registry_updates import writer_reads
 
 QUOTA = {"name": "team-a-rps", "kind": "quota", "spec": VALID_SPECS["quota"], "priority": 5}
 
@@ -147,3 +148,17 @@ def test_it_lists_policies_by_priority(operator_client):
     response = operator_client.get(f"{API}/policies/")
 
     assert [policy["name"] for policy in response.json()["results"]] == ["high", "low"]
+
+
+def test_a_patch_reads_the_policy_once_and_answers_with_its_owner(operator_client, operator, monkeypatch):
+    operator_client.post(f"{API}/policies/", QUOTA, format="json")
+
+    response, reads = writer_reads(
+        Policy._meta.db_table,
+        lambda: operator_client.patch(f"{API}/policies/team-a-rps/", {"priority": 9}, format="json"),
+        monkeypatch,
+    )
+
+    assert response.status_code == 200, response.content
+    assert (response.json()["priority"], response.json()["owner"]) == (9, "olivia")
+    assert reads == 1  # the view's; the registry changes the row the view read

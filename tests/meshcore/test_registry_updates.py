@@ -104,13 +104,31 @@ def test_an_update_returns_the_committed_row_and_reads_it_once(kind, monkeypatch
 
 
 @pytest.mark.django_db
-def test_the_returned_policy_keeps_its_owner_without_another_query(operator):
+def test_a_caller_holding_the_policy_spares_the_registry_reading_it_and_keeps_its_owner(operator, monkeypatch):
     registry.create_policy(
         actor=operator, name="team-a-rps", kind="quota", spec={"scope": "global", "max_concurrent": 1}
     )
+    held = Policy.objects.select_related("owner").get(name="team-a-rps")  # as the API's view reads it
 
-    returned = registry.update_policy(actor=operator, name="team-a-rps", changes={"enabled": False})
+    returned, reads = writer_reads(
+        Policy._meta.db_table,
+        lambda: registry.update_policy(actor=operator, name="team-a-rps", changes={"enabled": False}, current=held),
+        monkeypatch,
+    )
 
+    assert reads == 0
     with CaptureQueriesContext(connection) as captured:
         owner = returned.owner
     assert (owner, returned.enabled, len(captured.captured_queries)) == (operator, False, 0)
+    assert row(returned) == row(Policy.objects.get(name="team-a-rps"))
+
+
+@pytest.mark.django_db
+def test_a_policy_held_under_another_name_is_not_taken_for_the_named_one(operator):
+    make_policy("team-a-rps")
+    other = make_policy("team-b-rps")
+
+    returned = registry.update_policy(actor=operator, name="team-a-rps", changes={"priority": 4}, current=other)
+
+    assert returned.name == "team-a-rps" and returned.priority == 4
+    assert Policy.objects.get(name="team-b-rps").priority == other.priority
