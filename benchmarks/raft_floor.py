@@ -11,8 +11,8 @@ compression: `meshcore.replication.framing`); with PySyncObj's own framing (zlib
 the baseline for that framing; and without a password, the baseline that shows what the
 encryption costs.
 
-    python -m benchmarks.raft_floor              # 2,000 commits per configuration
-    python -m benchmarks.raft_floor --writes 500
+    python -m benchmarks.raft_floor                       # 3 passes of 2,000 commits per configuration
+    python -m benchmarks.raft_floor --writes 300 --passes 1
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import argparse
 import multiprocessing
 import os
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -133,27 +134,36 @@ def measure(password: str | None, framed: bool, writes: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--writes", type=int, default=2000, help="sequential commits per configuration")
+    parser.add_argument("--writes", type=int, default=2000, help="sequential commits per configuration and pass")
+    parser.add_argument("--passes", type=int, default=3, help="passes over the configurations, in turn")
     args = parser.parse_args(argv)
     say(f"load average before: {os.getloadavg()[0]:.2f}")
-    figures = {}
     configurations = (
         ("encrypted, infermesh's framing (as it runs)", "benchmark-password", True),
         ("encrypted, PySyncObj's zlib framing (baseline)", "benchmark-password", False),
         ("no password, infermesh's framing (baseline)", None, True),
     )
-    for label, password, framed in configurations:
-        figures[label] = measure(password, framed, args.writes)
-        if "error" in figures[label]:
-            say(f"FAILED: {label}: {figures[label]['error']}")
-            return 1
+    passes: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in configurations}
+    # In turn, pass after pass: this machine's speed drifts within minutes, and each figure is a median of passes.
+    for _ in range(args.passes):
+        for label, password, framed in configurations:
+            figures = measure(password, framed, args.writes)
+            if "error" in figures:
+                say(f"FAILED: {label}: {figures['error']}")
+                return 1
+            passes[label].append(figures)
+    medians = {
+        label: {key: statistics.median(figures[key] for figures in runs) for key in runs[0]}
+        for label, runs in passes.items()
+    }
     say(f"{'PySyncObj alone, 3 replicas, sequential commits':<50} {'p50':>8} {'p99':>8} {'commits/s':>10} {'CPU':>10}")
-    for label, f in figures.items():
+    for label, f in medians.items():
         say(
             f"{label:<50} {f['p50_ms']:>5.2f} ms {f['p99_ms']:>5.2f} ms {f['writes_per_s']:>8.0f}/s "
             f"{f['leader_cpu_ms_per_write']:>5.2f} ms (leader, per commit)"
         )
-    tuned, zlib_framed, plain = figures.values()
+    say(f"(medians of {args.passes} passes of {args.writes} commits each)")
+    tuned, zlib_framed, plain = medians.values()
     say(f"framing: PySyncObj's zlib costs {zlib_framed['p50_ms'] / tuned['p50_ms']:.2f}x the p50 of a commit")
     say(f"encryption costs {tuned['p50_ms'] / plain['p50_ms']:.2f}x the p50 of a commit")
     return 0
