@@ -5,10 +5,11 @@ Threads, and what runs on each:
   hands committed changes to the projector. It never touches the database (a slow
   database must not stop heartbeats) and never waits on anything.
 - The projector thread writes committed batches to this replica's database (those committed
-  meanwhile together, in one transaction).
-- A writer (a request thread, a command) proposes a batch and waits, with a timeout, for
-  the commit and then for this replica's projection (read your writes). Batches proposed
-  while an entry commits go in the next entry together (`proposals.py`).
+  meanwhile together, in one transaction), retries a write that failed and announces events.
+- A writer (a request thread, a command's control-socket thread) proposes a batch and waits,
+  with a timeout, for the commit; a lone batch it then writes to the database itself, on
+  its own thread (read your writes without two hand-offs), else it waits for the projector.
+  Batches proposed while an entry commits go in the next entry together (`proposals.py`).
 """
 
 from __future__ import annotations
