@@ -267,6 +267,13 @@ class Projector(threading.Thread):
             return group or None
 
     def run(self) -> None:
+        try:
+            self._project_until_stopped()
+        finally:
+            # A stopped replica gives its database connections back (a pool would otherwise lose them).
+            connections.close_all()
+
+    def _project_until_stopped(self) -> None:
         while True:
             with self._arrived:
                 while not self._pending:

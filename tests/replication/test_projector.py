@@ -7,6 +7,7 @@ import pytest
 
 from meshcore import registry
 from meshcore.models import Event, Policy, ProjectionState
+from meshcore.replication import raft
 from meshcore.replication.projection import item_from_row
 from meshcore.replication.raft import MAX_GROUP, Projector, RaftSettings, Replica
 from meshcore.replication.service import DatabaseProjection
@@ -250,3 +251,14 @@ def test_a_group_entrys_batches_wake_the_projector_and_a_lone_awaited_batch_does
         assert wait_until(lambda: recorder.writes == [("infermesh-projector", [1, 2])], timeout=5)
     finally:
         run_until_stopped(replica.projector, started=True)
+
+
+def test_a_stopped_projector_gives_back_its_database_connections(monkeypatch):
+    closed_by: list[str] = []
+    monkeypatch.setattr(raft.connections, "close_all", lambda: closed_by.append(threading.current_thread().name))
+    projector = Projector(lambda group: None, lambda state: None)
+    projector.start()
+
+    run_until_stopped(projector, started=True)
+
+    assert closed_by == ["infermesh-projector"]

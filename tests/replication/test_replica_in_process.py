@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from django.db import connections
 
 from meshcore.replication import raft
 from meshcore.replication.raft import NoQuorum, RaftSettings, Replica
@@ -91,7 +92,14 @@ def test_a_writer_writes_its_own_committed_batch_and_the_projector_the_rest(monk
         deadline = time.monotonic() + 5
         while not writers and time.monotonic() < deadline:
             time.sleep(0.02)
-        writer = threading.Thread(target=lambda: replica.propose({**EMPTY_BATCH, "key": "awaited"}, timeout=10))
+
+        def write() -> None:
+            try:
+                replica.propose({**EMPTY_BATCH, "key": "awaited"}, timeout=10)
+            finally:
+                connections.close_all()  # as Django does at the end of a request
+
+        writer = threading.Thread(target=write)
         writer.name = "api-writer"
         writer.start()
         writer.join(15)
