@@ -56,16 +56,3 @@ def install() -> None:
     from pysyncobj import tcp_connection
 
     tcp_connection.zlib = _PySyncObjZlib
-
-
-def installed() -> bool:
-    from pysyncobj import tcp_connection
-
-    return tcp_connection.zlib is _PySyncObjZlib
-
-
-def uninstall() -> None:
-    """Back to PySyncObj's own framing (compress everything)."""
-    from pysyncobj import tcp_connection
-
-    tcp_connection.zlib = zlib

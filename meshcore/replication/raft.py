@@ -294,12 +294,12 @@ class Projector(threading.Thread):
                     done, projected = len(group), self._retrying(lambda group=group: self._apply(group))
                 else:
                     done, projected = 1, self._retrying(lambda state=first: self._rebuild(state))
-                if self._stopping and projected is _GAVE_UP:
+                if projected is _GAVE_UP:
                     return
                 with self._arrived:
                     for _ in range(done):
                         self._pending.popleft()
-                if projected and projected is not _GAVE_UP and self._announce is not None:
+                if projected and self._announce is not None:
                     self._announce_safely(projected)
 
     def _announce_safely(self, projected: Any) -> None:
