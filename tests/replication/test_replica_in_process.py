@@ -90,7 +90,11 @@ def test_a_writer_writes_its_own_committed_batch_and_the_projector_the_rest(monk
         replica.projector._apply = recording
         replica.log.apply_batch({**EMPTY_BATCH, "key": "nobody-waits"}, callback=lambda result, error: None)
         deadline = time.monotonic() + 5
-        while not writers and time.monotonic() < deadline:
+        # Written and announced: the projector holds its lock while it announces, and a writer that finds it
+        # held leaves its batch to the projector.
+        while (not writers or replica.projector._pending or replica.projector._writing.locked()) and (
+            time.monotonic() < deadline
+        ):
             time.sleep(0.02)
 
         def write() -> None:
