@@ -4,8 +4,9 @@ Threads, and what runs on each:
 - PySyncObj's tick thread runs the replicated `apply_batch` on the in-memory state and
   hands committed changes to the projector. It never touches the database (a slow
   database must not stop heartbeats) and never waits on anything.
-- The projector thread writes committed batches to this replica's database (those committed
-  meanwhile together, in one transaction), retries a write that failed and announces events.
+- The projector thread (`projector.py`) writes committed batches to this replica's database
+  (those committed meanwhile together, in one transaction; what nobody here waits for, a few
+  milliseconds late, with company), retries a write that failed and announces events.
 - A writer (a request thread, a command's control-socket thread) proposes a batch and waits,
   with a timeout, for the commit; a lone batch it then writes to the database itself, on
   its own thread (read your writes without two hand-offs), else it waits for the projector.
@@ -14,7 +15,6 @@ Threads, and what runs on each:
 
 from __future__ import annotations
 
-import collections
 import copy
 import logging
 import socket
@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.fernet import InvalidToken
-from django.db import connections
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
 
 from meshcore.replication import framing
+from meshcore.replication.projector import NOW, SOON, WRITER, Projector
 from meshcore.replication.proposals import ProposalQueue
 from meshcore.replication.state import LOG_FORMAT, DesiredState
 
@@ -178,153 +178,6 @@ class _LoggingEncryptor:
             )
 
 
-MAX_GROUP = 64  # committed batches projected in one transaction at most
-
-
-class Projector(threading.Thread):
-    """Writes committed batches to the database, in commit order, off the tick thread.
-
-    A writer waiting for its own batch writes what has committed itself (`project_pending`) and
-    leaves announcing it to this thread, so a lone write costs no hand-off to this thread and
-    back. This thread writes everything else (a follower's share of other replicas' writes,
-    history at start), retries what failed, and announces in commit order.
-    """
-
-    retry_delay_s = 1.0  # after a failed write to the database
-
-    def __init__(self, apply: Any, rebuild: Any, announce: Any = None) -> None:
-        super().__init__(name="infermesh-projector", daemon=True)
-        self._apply = apply  # writes a group of committed batches; returns what `announce` takes
-        self._rebuild = rebuild
-        self._announce = announce
-        self._pending: collections.deque = collections.deque()  # (action, first, second), in commit order
-        self._arrived = threading.Condition()  # guards _pending
-        self._writing = threading.Lock()  # one thread writes at a time, so commit order holds
-        self._stopping = False
-
-    def committed(
-        self, batch: dict[str, Any], result: dict[str, Any], announce: bool = True, wake: bool = True
-    ) -> None:
-        """Queue a committed batch; `wake=False` when a writer in this process waits for it and writes it."""
-        self._put(("apply", batch, {**result, "announce": announce}), wake)
-
-    def restored(self, state: DesiredState) -> None:
-        self._put(("rebuild", state, None), wake=True)
-
-    def stop(self) -> None:
-        self._stopping = True
-        self._put(("stop", None, None), wake=True)
-
-    def wake(self) -> None:
-        with self._arrived:
-            self._arrived.notify()
-
-    def _put(self, item: tuple[str, Any, Any], wake: bool) -> None:
-        with self._arrived:
-            self._pending.append(item)
-            if wake:
-                self._arrived.notify()
-
-    def project_pending(self) -> None:
-        """Write, in the calling thread, the committed batches at the head of the queue.
-
-        Anything else at the head (a snapshot to rebuild from), and a write that fails, is left
-        to this thread, which retries; the caller then waits for the applied index as before.
-        """
-        if not self._writing.acquire(blocking=False):
-            # Another thread is writing, most likely this batch among others: waiting in line for the lock
-            # would only wake the writers one by one. The projector thread writes whatever that one leaves.
-            self.wake()
-            return
-        try:
-            group = self._next_group()
-            if group is None:
-                return
-            try:
-                projected = self._apply(group)
-            except Exception:
-                logger.warning("a writer's projection failed; the projector thread retries it", exc_info=True)
-                self.wake()
-                return
-            with self._arrived:
-                for _ in group:
-                    self._pending.popleft()
-                if projected:
-                    # First in line: everything still queued committed after this group.
-                    self._pending.appendleft(("announce", projected, None))
-                    self._arrived.notify()
-        finally:
-            self._writing.release()
-
-    def _next_group(self) -> list[tuple[dict[str, Any], dict[str, Any]]] | None:
-        """The committed batches at the head of the queue (at most MAX_GROUP), left there until written."""
-        with self._arrived:
-            group = []
-            for action, first, second in self._pending:
-                if action != "apply" or len(group) == MAX_GROUP:
-                    break
-                group.append((first, second))
-            return group or None
-
-    def run(self) -> None:
-        try:
-            self._project_until_stopped()
-        finally:
-            # A stopped replica gives its database connections back (a pool would otherwise lose them).
-            connections.close_all()
-
-    def _project_until_stopped(self) -> None:
-        while True:
-            with self._arrived:
-                while not self._pending:
-                    # Woken for each batch no writer here waits for; the timeout covers a writer that gave up.
-                    self._arrived.wait(timeout=1.0)
-            with self._writing:
-                with self._arrived:
-                    if not self._pending:
-                        continue  # a writer wrote it meanwhile
-                    action, first, _ = self._pending[0]
-                if action == "stop":
-                    return
-                if action == "announce":
-                    done, projected = 1, first
-                elif action == "apply":
-                    group = self._next_group() or []
-                    # Batches committed meanwhile share the transaction: concurrent writers cost one commit.
-                    done, projected = len(group), self._retrying(lambda group=group: self._apply(group))
-                else:
-                    done, projected = 1, self._retrying(lambda state=first: self._rebuild(state))
-                if projected is _GAVE_UP:
-                    return
-                with self._arrived:
-                    for _ in range(done):
-                        self._pending.popleft()
-                if projected and self._announce is not None:
-                    self._announce_safely(projected)
-
-    def _announce_safely(self, projected: Any) -> None:
-        try:
-            self._announce(projected)
-        except Exception:  # best effort: the change is in the database either way
-            logger.warning("announcing committed changes failed", exc_info=True)
-
-    def _retrying(self, project: Any) -> Any:
-        while True:
-            try:
-                # The thread keeps one connection (reopening SQLite per batch cost half its time).
-                return project()
-            except Exception:
-                # The entries are committed; the database must take them. Retry, on a fresh connection.
-                logger.exception("projecting a committed change failed; retrying in %.0f s", self.retry_delay_s)
-                connections.close_all()
-                if self._stopping:
-                    return _GAVE_UP
-                time.sleep(self.retry_delay_s)
-
-
-_GAVE_UP = object()  # a projection abandoned because the replica is stopping
-
-
 class _Transitions:
     """When each watched value last changed (a peer's connection, the role, the leader)."""
 
@@ -373,10 +226,13 @@ class Replica:
         return waiting
 
     def _committed(self, batch: dict[str, Any], result: dict[str, Any], grouped: bool = False) -> None:
-        # A lone batch a writer here waits for is written by that writer: the projector need not wake. The
-        # batches of a group entry have many writers: the projector writes them at once, in one transaction.
-        written_by_its_writer = not grouped and batch.get("key") in self._awaited
-        self.projector.committed(batch, result, announce=self._caught_up.is_set(), wake=not written_by_its_writer)
+        # A lone batch a writer here waits for is written by that writer. The batches of a group entry have
+        # many writers: the projector writes them at once, in one transaction. Nobody here waits for the rest.
+        if batch.get("key") not in self._awaited:
+            waiting = SOON
+        else:
+            waiting = NOW if grouped else WRITER
+        self.projector.committed(batch, result, announce=self._caught_up.is_set(), waiting=waiting)
 
     def _conf(self) -> SyncObjConf:
         journal = None

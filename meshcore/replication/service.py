@@ -107,6 +107,7 @@ class DatabaseProjection:
         """Publish the events of projected batches to this process's channel layer (best effort)."""
         from meshcore.events import publish_events
 
+        announced = []
         for batch, result, events in projected:
             # Several replicas may share one channel layer: the first to project a change announces it.
             if (
@@ -114,7 +115,8 @@ class DatabaseProjection:
                 and result.get("announce", True)
                 and cache.add(f"infermesh:event-published:{batch.get('key')}:{result['seq']}", 1, timeout=3600)
             ):
-                publish_events(events)
+                announced.extend(events)
+        publish_events(announced)  # one hop to the server's loop for them all
 
     def rebuild_from(self, state: DesiredState) -> None:
         from meshcore.models import ProjectionState

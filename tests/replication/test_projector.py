@@ -7,9 +7,10 @@ import pytest
 
 from meshcore import registry
 from meshcore.models import Event, Policy, ProjectionState
-from meshcore.replication import raft
+from meshcore.replication import projector as projector_module
 from meshcore.replication.projection import item_from_row
-from meshcore.replication.raft import MAX_GROUP, Projector, RaftSettings, Replica
+from meshcore.replication.projector import MAX_GROUP, NOW, WRITER, Projector
+from meshcore.replication.raft import RaftSettings, Replica
 from meshcore.replication.service import DatabaseProjection
 from meshcore.replication.state import DesiredState
 from tests.replication.cluster import wait_until
@@ -159,7 +160,7 @@ def test_a_waiting_writer_writes_what_committed_itself_and_the_thread_announces_
         committed(projector, 1)  # no writer waits for it: the projector thread writes it
         assert wait_until(lambda: recorder.announced == [("infermesh-projector", [1])])
         for seq in (2, 3):
-            projector.committed({"key": f"k{seq}"}, {"status": "ok", "seq": seq, "changes": []}, wake=False)
+            projector.committed({"key": f"k{seq}"}, {"status": "ok", "seq": seq, "changes": []}, waiting=WRITER)
 
         projector.project_pending()
 
@@ -176,7 +177,7 @@ def test_a_writer_leaves_a_snapshot_to_the_thread_and_writes_nothing_behind_it()
     snapshot = DesiredState()
     snapshot.seq = 9
     projector.restored(snapshot)
-    projector.committed({"key": "k10"}, {"status": "ok", "seq": 10, "changes": []}, wake=False)
+    projector.committed({"key": "k10"}, {"status": "ok", "seq": 10, "changes": []}, waiting=WRITER)
 
     projector.project_pending()  # the rebuild is first in line: not this writer's to do
     assert recorder.writes == []
@@ -190,7 +191,7 @@ def test_a_batch_its_writer_gave_up_on_is_written_by_the_thread_once_woken():
     projector = Projector(recorder.apply, lambda state: None)
     projector.start()
     try:
-        projector.committed({"key": "k1"}, {"status": "ok", "seq": 1, "changes": []}, wake=False)
+        projector.committed({"key": "k1"}, {"status": "ok", "seq": 1, "changes": []}, waiting=WRITER)
         time.sleep(0.1)
         assert recorder.writes == []  # nobody woke the thread: it waits for the writer
 
@@ -207,7 +208,7 @@ def test_a_writers_failed_write_is_retried_by_the_thread(monkeypatch):
     projector = Projector(recorder.apply, lambda state: None)
     projector.start()
     try:
-        projector.committed({"key": "k1"}, {"status": "ok", "seq": 1, "changes": []}, wake=False)
+        projector.committed({"key": "k1"}, {"status": "ok", "seq": 1, "changes": []}, waiting=WRITER)
 
         projector.project_pending()  # fails here; the batch stays queued
 
@@ -221,7 +222,7 @@ def test_a_writer_that_finds_another_writing_leaves_its_batch_to_the_thread_with
     projector = Projector(recorder.apply, lambda state: None)
     projector.start()
     try:
-        projector.committed({"key": "k1"}, {"status": "ok", "seq": 1, "changes": []}, wake=False)
+        projector.committed({"key": "k1"}, {"status": "ok", "seq": 1, "changes": []}, waiting=WRITER)
         with projector._writing:  # another writer is writing
             returned = threading.Event()
             writer = threading.Thread(target=lambda: (projector.project_pending(), returned.set()), name="writer")
@@ -255,10 +256,82 @@ def test_a_group_entrys_batches_wake_the_projector_and_a_lone_awaited_batch_does
 
 def test_a_stopped_projector_gives_back_its_database_connections(monkeypatch):
     closed_by: list[str] = []
-    monkeypatch.setattr(raft.connections, "close_all", lambda: closed_by.append(threading.current_thread().name))
+    monkeypatch.setattr(
+        projector_module.connections, "close_all", lambda: closed_by.append(threading.current_thread().name)
+    )
     projector = Projector(lambda group: None, lambda state: None)
     projector.start()
 
     run_until_stopped(projector, started=True)
 
     assert closed_by == ["infermesh-projector"]
+
+
+def test_batches_nobody_here_waits_for_are_written_together_within_the_coalescing_window(monkeypatch):
+    monkeypatch.setattr(Projector, "coalesce_s", 0.4)
+    recorder = ThreadRecorder()
+    projector = Projector(recorder.apply, lambda state: None, recorder.announce)
+    projector.start()
+    try:
+        committed(projector, 1)  # a follower's share of a write proposed elsewhere
+        time.sleep(0.1)
+        committed(projector, 2)
+        committed(projector, 3)
+        assert recorder.writes == []  # waiting for company
+
+        assert wait_until(lambda: recorder.writes == [("infermesh-projector", [1, 2, 3])], timeout=5)
+        assert wait_until(lambda: recorder.announced == [("infermesh-projector", [1, 2, 3])], timeout=5)
+    finally:
+        run_until_stopped(projector, started=True)
+
+
+def test_a_batch_a_writer_here_waits_for_takes_the_waiting_ones_before_it_at_once(monkeypatch):
+    monkeypatch.setattr(Projector, "coalesce_s", 30.0)
+    recorder = ThreadRecorder()
+    projector = Projector(recorder.apply, lambda state: None)
+    projector.start()
+    try:
+        committed(projector, 1)
+        projector.committed({"key": "k2"}, {"status": "ok", "seq": 2, "changes": []}, waiting=NOW)
+
+        assert wait_until(lambda: recorder.writes == [("infermesh-projector", [1, 2])], timeout=5)
+    finally:
+        run_until_stopped(projector, started=True)
+
+
+def test_a_writer_writes_the_waiting_batches_before_its_own_and_the_thread_announces_its_writes_together(
+    monkeypatch,
+):
+    monkeypatch.setattr(Projector, "coalesce_s", 0.4)
+    recorder = ThreadRecorder()
+    projector = Projector(recorder.apply, lambda state: None, recorder.announce)
+    projector.start()
+    try:
+        committed(projector, 1)  # nobody here waits for it
+        projector.committed({"key": "k2"}, {"status": "ok", "seq": 2, "changes": []}, waiting=WRITER)
+        projector.project_pending()
+        projector.committed({"key": "k3"}, {"status": "ok", "seq": 3, "changes": []}, waiting=WRITER)
+        projector.project_pending()
+
+        assert recorder.writes == [("MainThread", [1, 2]), ("MainThread", [3])]
+        assert recorder.announced == []  # events wait for company too
+        assert wait_until(lambda: recorder.announced == [("infermesh-projector", [1, 2, 3])], timeout=5)
+    finally:
+        run_until_stopped(projector, started=True)
+
+
+def test_a_replica_leaves_what_nobody_there_waits_for_to_the_coalescing_window(monkeypatch):
+    monkeypatch.setattr(Projector, "coalesce_s", 0.4)
+    replica = Replica(RaftSettings(address="127.0.0.1:1", peers=(), password="", data_dir=None), DatabaseProjection())
+    recorder = ThreadRecorder()
+    replica.projector._apply = recorder.apply
+    replica.projector.start()
+    try:
+        started = time.monotonic()
+        replica._committed({"key": "proposed-elsewhere"}, {"status": "ok", "seq": 1, "changes": []})
+        replica._committed({"key": "also-elsewhere"}, {"status": "ok", "seq": 2, "changes": []}, grouped=True)
+
+        assert wait_until(lambda: recorder.writes == [("infermesh-projector", [1, 2])], timeout=5)
+        assert time.monotonic() - started >= 0.35
+    finally:
+        run_until_stopped(replica.projector, started=True)
