@@ -29,6 +29,7 @@ from django.utils import timezone
 from meshcore.labels import validate_labels
 from meshcore.models import ApiToken, EventType, Model, Node, NodeRole, NodeToken, Policy, Runtime, User
 from meshcore.policy_specs import SpecError, validate_spec
+from meshcore.replication import rows
 from meshcore.replication.projection import DESIRED_FIELDS, column_values
 from meshcore.replication.raft import NoQuorum
 from meshcore.replication.service import LocalLog, current_log
@@ -210,11 +211,18 @@ def _event(event_type: str, node: str | None = None, /, **data: Any) -> dict[str
     return {"type": str(event_type), "node": node, "data": data}
 
 
-def _get(queryset: models.QuerySet[ModelT], what: str, **lookup: Any) -> ModelT:
+def _get(queryset: models.QuerySet[ModelT] | models.Manager[ModelT], what: str, **lookup: Any) -> ModelT:
     try:
-        return queryset.get(**lookup)
+        if isinstance(queryset, models.Manager):
+            # The plain read before every write: SQL built once, not a query compiled each time (`rows.select_one`).
+            found = rows.select_one(queryset.model, using=queryset.db, **lookup)
+        else:
+            found = queryset.get(**lookup)
     except queryset.model.DoesNotExist:
-        raise NotFound(f"No {what} with {', '.join(f'{k}={v!r}' for k, v in lookup.items())}.") from None
+        found = None
+    if found is None:
+        raise NotFound(f"No {what} with {', '.join(f'{k}={v!r}' for k, v in lookup.items())}.")
+    return found
 
 
 def _check_version(instance: models.Model, expected_version: int | None, what: str) -> None:

@@ -132,3 +132,39 @@ def test_an_update_with_no_columns_changes_nothing(policy):
     with projecting():
         assert rows.update(Policy, policy.pk, {}) == 0
     assert Policy.objects.get(pk=policy.pk).version == policy.version
+
+
+def _fields_of(instance):
+    return {field.attname: getattr(instance, field.attname) for field in type(instance)._meta.concrete_fields}
+
+
+def test_a_row_read_by_select_one_is_the_row_the_orm_reads(db, operator):
+    node, _ = registry.create_node(actor=operator, name="gpu-7", address="10.0.0.7", labels={"rack": "b2"})
+    model = registry.create_model(actor=operator, name="resnet", platform="onnxruntime_onnx", config={"max_batch": 8})
+    runtime = registry.create_runtime(actor=operator, node_name="gpu-7", http_url="http://10.0.0.7:8000")
+    policy = registry.create_policy(
+        actor=operator, name="weighted", kind="quota", spec={"scope": "global", "max_concurrent": 3}
+    )
+    token, _ = registry.issue_api_token(
+        actor=operator, user=operator, name="automation", expires_at=WHEN.replace(year=2099)
+    )
+
+    for instance, lookup in [
+        (node, {"name": "gpu-7"}),
+        (model, {"pk": model.pk}),
+        (runtime, {"pk": runtime.pk}),
+        (policy, {"name": "weighted"}),
+        (token, {"pk": token.pk}),
+        (operator, {"username": operator.username}),
+    ]:
+        through_orm = type(instance).objects.get(**lookup)
+        read = rows.select_one(type(instance), **lookup)
+        assert _fields_of(read) == _fields_of(through_orm), type(instance).__name__
+        assert (read._state.adding, read._state.db) == (False, "default")
+    assert rows.select_one(Policy, name="weighted").spec["max_concurrent"] == 3  # JSON decoded, as the ORM does
+    assert rows.select_one(Node, name="gpu-7").labels == {"rack": "b2"}
+
+
+def test_select_one_answers_none_for_no_row(db):
+    assert rows.select_one(Policy, name="absent") is None
+    assert rows.select_one(Node, pk=987654) is None
