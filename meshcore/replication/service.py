@@ -372,9 +372,12 @@ class _ControlConnection(threading.local):
     connection: socket.socket | None = None
     reader: Any = None
 
+    def connected_to(self, path: Path) -> bool:
+        return self.connection is not None and self.path == path
+
     def exchange(self, path: Path, line: bytes, timeout: float) -> bytes:
         """Send one request line, return the answer line; raises OSError when the replica cannot be reached."""
-        reused = self.connection is not None and self.path == path
+        reused = self.connected_to(path)
         if not reused:
             self._open(path, timeout)
         try:
@@ -424,7 +427,8 @@ class CommandLineLog:
 
     def _ask(self, request: dict[str, Any], timeout: float) -> dict[str, Any] | None:
         path = control_socket_path()
-        if not path.exists():
+        # A kept connection to it says enough: no look at the folder before every request.
+        if not _control_connection.connected_to(path) and not path.exists():
             return None
         try:
             reply = _control_connection.exchange(path, json.dumps(request).encode() + b"\n", timeout)
