@@ -193,8 +193,10 @@ def test_a_pending_write_does_not_stop_the_replica_serving_others(cluster, token
 
 def test_a_replica_rebuilds_a_lost_database_from_its_journal(cluster, token):
     follower = cluster.followers()[0]
-    api(follower, token).post("/models/", json={"name": "rebuilt", "platform": "python"})
     listener = EventListener()
+    api(follower, token).post("/models/", json={"name": f"rebuilt-{time.monotonic_ns()}", "platform": "python"})
+    # Its event goes out within the projectors' coalescing window: heard here before the replica stops.
+    assert [m["event_type"] for m in listener.collect(1) if m["event_type"] != "LEADER_CHANGED"] == ["MODEL_CREATED"]
     follower.stop()
     lose_database(follower)
     follower.start()
