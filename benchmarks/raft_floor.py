@@ -6,10 +6,11 @@ journal each, replicating a method that only counts. The leader commits a regist
 for each commit. No Django, no database, no registry: what is left is PySyncObj's transport
 (pickle, framing, the encryption with a shared password), its tick threads and the scheduler.
 
-Measured three times in one run: as infermesh runs it (a password, small messages framed without
-compression: `meshcore.replication.framing`); with PySyncObj's own framing (zlib on every message),
-the baseline for that framing; and without a password, the baseline that shows what the
-encryption costs.
+Measured four ways in one run: as infermesh runs it (a password, messages sealed with AES-GCM-SIV:
+`meshcore.replication.cipher`; small messages framed without compression:
+`meshcore.replication.framing`); with PySyncObj's own Fernet, the baseline for the cipher; with
+Fernet and PySyncObj's own framing (zlib on every message), the baseline for the framing; and
+without a password, the baseline that shows what the encryption costs.
 
     python -m benchmarks.raft_floor                       # 3 passes of 2,000 commits per configuration
     python -m benchmarks.raft_floor --writes 300 --passes 1
@@ -57,20 +58,28 @@ def free_ports(count: int) -> list[int]:
 
 
 def replica(
-    index: int, ports: list[int], password: str | None, framed: bool, folder: str, writes: int, results: Any
+    index: int,
+    ports: list[int],
+    password: str | None,
+    cipher: str,
+    framed: bool,
+    folder: str,
+    writes: int,
+    results: Any,
 ) -> None:
     """One replica; the one that becomes leader runs the writes and reports."""
-    from pysyncobj import SyncObj, SyncObjConf, replicated
+    from pysyncobj import SyncObjConf, replicated
 
     from meshcore.replication import framing
-    from meshcore.replication.raft import TUNED_TIMING
+    from meshcore.replication.cipher import RaftCipher
+    from meshcore.replication.raft import TUNED_TIMING, _SyncObj
 
     if framed:
         framing.install()
 
-    class Counter(SyncObj):
+    class Counter(_SyncObj):  # infermesh's SyncObj: it takes the cipher
         def __init__(self, address: str, peers: list[str], conf: SyncObjConf) -> None:
-            super().__init__(address, peers, conf)
+            super().__init__(address, peers, conf, encryptor=RaftCipher(password or "", cipher))
             self.applied = 0
 
         @replicated
@@ -113,13 +122,15 @@ def replica(
     )
 
 
-def measure(password: str | None, framed: bool, writes: int) -> dict[str, Any]:
+def measure(password: str | None, cipher: str, framed: bool, writes: int) -> dict[str, Any]:
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     ports = free_ports(3)
     with tempfile.TemporaryDirectory(prefix="infermesh-raft-floor-") as folder:
         processes = [
-            context.Process(target=replica, args=(index, ports, password, framed, folder, writes, results), daemon=True)
+            context.Process(
+                target=replica, args=(index, ports, password, cipher, framed, folder, writes, results), daemon=True
+            )
             for index in range(3)
         ]
         for process in processes:
@@ -139,15 +150,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     say(f"load average before: {os.getloadavg()[0]:.2f}")
     configurations = (
-        ("encrypted, infermesh's framing (as it runs)", "benchmark-password", True),
-        ("encrypted, PySyncObj's zlib framing (baseline)", "benchmark-password", False),
-        ("no password, infermesh's framing (baseline)", None, True),
+        ("AES-GCM-SIV, infermesh's framing (as it runs)", "benchmark-password", "aes-gcm-siv", True),
+        ("Fernet, infermesh's framing (baseline)", "benchmark-password", "fernet", True),
+        ("Fernet, PySyncObj's zlib framing (baseline)", "benchmark-password", "fernet", False),
+        ("no password, infermesh's framing (baseline)", None, "aes-gcm-siv", True),
     )
-    passes: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in configurations}
+    passes: dict[str, list[dict[str, Any]]] = {label: [] for label, *_ in configurations}
     # In turn, pass after pass: this machine's speed drifts within minutes, and each figure is a median of passes.
     for _ in range(args.passes):
-        for label, password, framed in configurations:
-            figures = measure(password, framed, args.writes)
+        for label, password, cipher, framed in configurations:
+            figures = measure(password, cipher, framed, args.writes)
             if "error" in figures:
                 say(f"FAILED: {label}: {figures['error']}")
                 return 1
@@ -163,8 +175,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{f['leader_cpu_ms_per_write']:>5.2f} ms (leader, per commit)"
         )
     say(f"(medians of {args.passes} passes of {args.writes} commits each)")
-    tuned, zlib_framed, plain = medians.values()
-    say(f"framing: PySyncObj's zlib costs {zlib_framed['p50_ms'] / tuned['p50_ms']:.2f}x the p50 of a commit")
+    tuned, fernet, zlib_framed, plain = medians.values()
+    say(f"cipher: PySyncObj's Fernet costs {fernet['p50_ms'] / tuned['p50_ms']:.2f}x the p50 of a commit")
+    say(f"framing: PySyncObj's zlib costs {zlib_framed['p50_ms'] / fernet['p50_ms']:.2f}x the p50 of a Fernet commit")
     say(f"encryption costs {tuned['p50_ms'] / plain['p50_ms']:.2f}x the p50 of a commit")
     return 0
 

@@ -292,6 +292,9 @@ MESH_RAFT_STORAGE = env_choice("MESH_RAFT_STORAGE", "disk", ("disk", "memory"))
 MESH_RAFT_WRITE_TIMEOUT = env_int("MESH_RAFT_WRITE_TIMEOUT", 10, minimum=1, maximum=300)
 MESH_RAFT_SNAPSHOT_ENTRIES = env_int("MESH_RAFT_SNAPSHOT_ENTRIES", 20_000, minimum=10)
 MESH_RAFT_PROFILE = env_choice("MESH_RAFT_PROFILE", "tuned", ("tuned", "pysyncobj-defaults"))
+# What a replica encrypts its Raft messages with; it reads both. "fernet" (PySyncObj's) while replicas of
+# releases before infermesh's own cipher remain in the cluster (meshcore/replication/cipher.py).
+MESH_RAFT_CIPHER = env_choice("MESH_RAFT_CIPHER", "aes-gcm-siv", ("aes-gcm-siv", "fernet"))
 for _address in [MESH_RAFT_ADDRESS, *MESH_RAFT_PEERS]:
     _host, _, _port = _address.rpartition(":")
     if not _host or not _port.isdigit():

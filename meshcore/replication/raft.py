@@ -29,6 +29,7 @@ from cryptography.fernet import InvalidToken
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
 
 from meshcore.replication import framing
+from meshcore.replication.cipher import RaftCipher
 from meshcore.replication.projector import NOW, SOON, WRITER, Projector
 from meshcore.replication.proposals import ProposalQueue
 from meshcore.replication.state import LOG_FORMAT, DesiredState
@@ -55,6 +56,7 @@ class RaftSettings:
     data_dir: Path | None  # None keeps the journal in memory (tests)
     write_timeout: float = 10.0
     snapshot_entries: int = 20_000
+    cipher: str = "aes-gcm-siv"  # what this replica sends (MESH_RAFT_CIPHER); it reads both
 
 
 # PySyncObj's timing as infermesh runs it (MESH_RAFT_PROFILE=tuned); benchmarks/raft_floor.py uses it too.
@@ -132,9 +134,16 @@ class _SyncObj(SyncObj):
     proposed (or one nobody here waits for) is still announced at once: its writer waits for it.
     """
 
-    def __init__(self, *args: Any, followers_wait: Any = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, followers_wait: Any = None, encryptor: Any = None, **kwargs: Any) -> None:
         self._followers_wait = followers_wait
+        self._infermesh_encryptor = encryptor
         super().__init__(*args, **kwargs)
+
+    @property
+    def encryptor(self) -> Any:
+        # PySyncObj's transport reads this for every connection it sets up, the first one included.
+        inner = super().encryptor
+        return self._infermesh_encryptor if inner is not None and self._infermesh_encryptor is not None else inner
 
     def _SyncObj__applyLogEntries(self) -> bool:  # PySyncObj's `__applyLogEntries`, run on every tick
         send_now = super()._SyncObj__applyLogEntries()
@@ -144,7 +153,7 @@ class _SyncObj(SyncObj):
 
 
 class _LoggingEncryptor:
-    """Wraps PySyncObj's Fernet encryptor to log what it drops silently: a peer with another password."""
+    """Wraps the Raft cipher to log what PySyncObj drops silently: a peer with another password."""
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner
@@ -155,7 +164,7 @@ class _LoggingEncryptor:
 
     def extract_timestamp(self, token: bytes) -> int:
         try:
-            # Fernet checks the signature here first: a wrong key fails in this call.
+            # The token is authenticated here first: a wrong key fails in this call.
             return self._inner.extract_timestamp(token)
         except InvalidToken:
             self._warn()
@@ -265,6 +274,8 @@ class Replica:
         if _tuned():
             # Process-wide: PySyncObj frames every connection's messages in one module.
             framing.install()
+        # The baseline sends PySyncObj's own Fernet tokens; every replica reads both (cipher.py).
+        cipher = self.settings.cipher if _tuned() else "fernet"
         self._sync_obj = _SyncObj(
             self.settings.address,
             list(self.settings.peers),
@@ -272,8 +283,8 @@ class Replica:
             consumers=[self.log],
             # PySyncObj's own behaviour in the benchmark's baseline: every commit announced at once.
             followers_wait=self._followers_wait_for_commit if _tuned() else None,
+            encryptor=_LoggingEncryptor(RaftCipher(self.settings.password, cipher)),
         )
-        self._sync_obj._SyncObj__encryptor = _LoggingEncryptor(self._sync_obj._SyncObj__encryptor)
         self._sync_obj.addOnTickCallback(self._hurry_lone_commit)
         threading.Thread(target=self._watch, name="infermesh-cluster-watch", daemon=True).start()
         logger.info(

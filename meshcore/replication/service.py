@@ -211,6 +211,7 @@ def raft_settings() -> RaftSettings:
         data_dir=None if settings.MESH_RAFT_STORAGE == "memory" else Path(settings.MESH_RAFT_DIR),
         write_timeout=settings.MESH_RAFT_WRITE_TIMEOUT,
         snapshot_entries=settings.MESH_RAFT_SNAPSHOT_ENTRIES,
+        cipher=settings.MESH_RAFT_CIPHER,
     )
 
 

@@ -12,6 +12,7 @@ import pytest
 from django.db import connections
 
 from meshcore.replication import raft
+from meshcore.replication.cipher import VERSION, RaftCipher
 from meshcore.replication.raft import NoQuorum, RaftSettings, Replica
 from meshcore.replication.service import DatabaseProjection
 from tests.site.helpers import free_port
@@ -20,19 +21,26 @@ EMPTY_BATCH = {"key": "k-1", "actor": "test", "ops": [], "events": []}
 
 
 @contextmanager
-def running_replicas(count: int, monkeypatch: Any, **timing: float) -> Iterator[list[Replica]]:
+def running_replicas(
+    count: int, monkeypatch: Any, ciphers: tuple[str, ...] = (), **timing: float
+) -> Iterator[list[Replica]]:
     """`count` replicas of one cluster, with `timing` replacing parts of the tuned Raft timing."""
     for name, value in timing.items():
         monkeypatch.setitem(raft.TUNED_TIMING, name, value)
     addresses = [f"127.0.0.1:{free_port()}" for _ in range(count)]
+    ciphers = ciphers or ("aes-gcm-siv",) * count
     replicas = [
         Replica(
             RaftSettings(
-                address=address, peers=tuple(a for a in addresses if a != address), password="p" * 16, data_dir=None
+                address=address,
+                peers=tuple(a for a in addresses if a != address),
+                password="p" * 16,
+                data_dir=None,
+                cipher=cipher,
             ),
             DatabaseProjection(),
         )
-        for address in addresses
+        for address, cipher in zip(addresses, ciphers, strict=True)
     ]
     for replica in replicas:
         replica.start()
@@ -138,6 +146,29 @@ def test_followers_hear_of_a_leaders_own_commit_with_the_next_heartbeat_and_of_t
         # A follower's writer waits for the commit: the leader told it at once, not with a heartbeat.
         assert time.monotonic() - started < 1.0
         assert follower.state.seq == leader.state.seq
+
+
+@pytest.mark.django_db(transaction=True)
+def test_replicas_sending_either_cipher_form_one_cluster_from_their_first_connection(monkeypatch):
+    sealed: dict[int, set[bytes]] = {}  # id of a replica's cipher -> the first byte of every token it sealed
+    real_seal = RaftCipher.encrypt_at_time
+
+    def recording_seal(cipher: RaftCipher, data: bytes, current_time: int) -> bytes:
+        token = real_seal(cipher, data, current_time)
+        sealed.setdefault(id(cipher), set()).add(token[:1])
+        return token
+
+    monkeypatch.setattr(RaftCipher, "encrypt_at_time", recording_seal)
+    # The third still sends PySyncObj's Fernet (MESH_RAFT_CIPHER=fernet), as in a rolling upgrade from a release
+    # before infermesh's cipher.
+    with running_replicas(3, monkeypatch, ciphers=("aes-gcm-siv", "aes-gcm-siv", "fernet")) as replicas:
+        replicas[0].wait_for_leader(timeout=30)
+        for index, replica in enumerate(replicas):
+            replica.propose({**EMPTY_BATCH, "key": f"from-{index}"}, timeout=10)
+        _wait_for(lambda: len({replica.state.digest() for replica in replicas}) == 1, 5)
+        by_replica = [sealed.get(id(replica._sync_obj.encryptor._inner)) for replica in replicas]
+
+    assert by_replica == [{VERSION}, {VERSION}, {b"g"}]  # b"g": how a Fernet token starts
 
 
 def _wait_for(condition, timeout: float) -> None:

@@ -25,6 +25,7 @@ def data_dir(tmp_path):
         ({"SECRET_KEY": TEST_SECRET, "MESH_LOCAL_TRITON_URLS": "localhost:8100"}, "MESH_LOCAL_TRITON_URLS has"),
         ({"SECRET_KEY": TEST_SECRET, "MESH_LOCAL_AGENT": "sometimes"}, "MESH_LOCAL_AGENT='sometimes' is not one of"),
         ({"SECRET_KEY": TEST_SECRET, "MESH_TELEMETRY_PATH": "fast"}, "MESH_TELEMETRY_PATH='fast' is not one of"),
+        ({"SECRET_KEY": TEST_SECRET, "MESH_RAFT_CIPHER": "des"}, "MESH_RAFT_CIPHER='des' is not one of"),
         ({"SECRET_KEY": TEST_SECRET, "MESH_DB_CONN_MAX_AGE": "60"}, "MESH_DB_CONN_MAX_AGE is no longer read"),
         (
             {"SECRET_KEY": TEST_SECRET, "DATABASE_URL": "postgres://u@127.0.0.1:5432/d", "MESH_DB_POOL_SIZE": "1"},
