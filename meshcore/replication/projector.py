@@ -178,7 +178,7 @@ class Projector(threading.Thread):
                 if self._retrying(lambda state=head.first: self._rebuild(state)) is _GAVE_UP:
                     return True
                 with self._arrived:
-                    self._pending.remove(head)
+                    self._pending.popleft()  # the head: only a holder of `_writing` takes from it
 
     def _last_due_index(self) -> int:
         """How far to write now: -1 for nothing, else through the last item that is due.
