@@ -68,13 +68,25 @@ class Refused(Exception):
         self.message = message
 
 
+# kind -> unique fields -> their values -> the ids of the items that have them (see `DesiredState.unique_index`):
+# one id, unless a restored backup or an old database brought duplicates, which writes still refuse to add to.
+UniqueIndex = dict[str, dict[tuple[str, ...], dict[tuple[Any, ...], set[int]]]]
+
+
 class DesiredState:
+    # Derived from `items`, built on first use and kept up to date by `apply`; never pickled, so
+    # snapshots keep their format and a snapshot from an earlier release needs nothing added.
+    _unique_index: UniqueIndex | None = None
+
     def __init__(self) -> None:
         self.items: dict[str, dict[int, dict[str, Any]]] = {kind: {} for kind in KINDS}
         self.next_id: dict[str, int] = dict.fromkeys(KINDS, 1)
         self.seq = 0
         self.leader: str | None = None
         self.results: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {name: value for name, value in self.__dict__.items() if name != "_unique_index"}
 
     # ---- reading -----------------------------------------------------------------
 
@@ -109,6 +121,16 @@ class DesiredState:
 
     def is_empty(self) -> bool:
         return not any(self.items[kind] for kind in KINDS)
+
+    def unique_index(self) -> UniqueIndex:
+        """Who holds each unique value, so a write checks uniqueness without scanning its kind."""
+        if self._unique_index is None:
+            index: UniqueIndex = {kind: {fields: {} for fields in UNIQUE[kind]} for kind in KINDS}
+            for kind in KINDS:
+                for item in self.items[kind].values():
+                    _index_item(index[kind], item)
+            self._unique_index = index
+        return self._unique_index
 
     # ---- changing ----------------------------------------------------------------
 
@@ -156,6 +178,8 @@ class DesiredState:
         except Refused as refusal:
             result = {"status": refusal.status, "message": refusal.message}
         else:
+            if self._unique_index is not None:
+                staged.update_index(self._unique_index)
             self.items, self.next_id = staged.items, staged.next_id
             self.seq += 1
             result = {"status": "ok", "seq": self.seq, "changes": staged.changes, "created_ids": staged.created_ids}
@@ -175,6 +199,7 @@ class DesiredState:
                 "message": "This cluster already holds desired state; restore a backup into a fresh cluster.",
             }
         self.items = {kind: {item["id"]: item for item in document["items"].get(kind, [])} for kind in KINDS}
+        self._unique_index = None
         self.next_id = {kind: int(document["next_id"].get(kind, 1)) for kind in KINDS}
         self.seq += 1
         changes = [{"op": "create", "kind": kind, "item": item} for kind in KINDS for item in self.items[kind].values()]
@@ -187,14 +212,72 @@ class DesiredState:
         return staging
 
 
+def _unique_values(item: dict[str, Any], fields: tuple[str, ...]) -> tuple[Any, ...] | None:
+    """The item's values of unique fields, or None when one is unset (unset values never clash)."""
+    values = tuple(item.get(field) for field in fields)
+    return None if any(value is None for value in values) else values
+
+
+def _hashable(values: tuple[Any, ...]) -> bool:
+    try:
+        hash(values)
+    except TypeError:
+        return False
+    return True
+
+
+def _index_item(kind_index: dict[tuple[str, ...], dict[tuple[Any, ...], set[int]]], item: dict[str, Any]) -> None:
+    for fields, holders in kind_index.items():
+        values = _unique_values(item, fields)
+        if values is None:
+            continue
+        try:
+            holders.setdefault(values, set()).add(item["id"])
+        except TypeError:
+            pass  # unhashable values equal no hashable ones: `_check_unique` compares them with every item
+
+
 class _Staging:
-    """A copy-on-write view of the state that a batch is applied to before it counts."""
+    """A copy-on-write view of the state that a batch is applied to before it counts.
+
+    A kind's items are copied when the batch first changes one of them, and only that kind:
+    the state's own dictionaries are never changed, so whoever holds them (an export, a
+    snapshot) reads a consistent state, and a write costs the same in a registry of any size.
+    """
 
     def __init__(self, state: DesiredState) -> None:
-        self.items = {kind: dict(items) for kind, items in state.items.items()}
+        self.state = state
+        self.items = dict(state.items)  # kind -> items: the state's own until `_writable` copies one
+        self._copied: set[str] = set()
+        self.touched: dict[str, set[int]] = {}  # kind -> ids this batch created, changed or deleted
         self.next_id = dict(state.next_id)
         self.changes: list[dict[str, Any]] = []
         self.created_ids: list[int | None] = []  # per operation, for {"$ref": index} values
+
+    def _writable(self, kind: str, item_id: int) -> dict[int, dict[str, Any]]:
+        if kind not in self._copied:
+            self.items[kind] = dict(self.items[kind])
+            self._copied.add(kind)
+        self.touched.setdefault(kind, set()).add(item_id)
+        return self.items[kind]
+
+    def update_index(self, index: UniqueIndex) -> None:
+        """Bring the state's unique index from the state's items to this batch's."""
+        for kind, ids in self.touched.items():
+            kind_index = index[kind]
+            for item_id in ids:
+                before = self.state.items[kind].get(item_id)
+                for fields, holders in kind_index.items():
+                    values = _unique_values(before, fields) if before is not None else None
+                    if values is not None and _hashable(values) and values in holders:
+                        holders[values].discard(item_id)
+                        if not holders[values]:
+                            del holders[values]
+        for kind, ids in self.touched.items():
+            for item_id in ids:
+                after = self.items[kind].get(item_id)
+                if after is not None:
+                    _index_item(index[kind], after)
 
     def run(self, op: dict[str, Any]) -> None:
         kind = op["kind"]
@@ -223,7 +306,7 @@ class _Staging:
         item = {**op["data"], "id": item_id, "version": 1}
         self._check_references(kind, item)
         self._check_unique(kind, item)
-        self.items[kind][item_id] = item
+        self._writable(kind, item_id)[item_id] = item
         self.created_ids[-1] = item_id
         self.changes.append({"op": "create", "kind": kind, "item": item})
 
@@ -249,7 +332,7 @@ class _Staging:
         item = {**current, **changes, "version": current["version"] + 1}
         self._check_references(kind, item)
         self._check_unique(kind, item)
-        self.items[kind][item["id"]] = item
+        self._writable(kind, item["id"])[item["id"]] = item
         self.changes.append({"op": "update", "kind": kind, "item": item, "changed": sorted(changes)})
 
     def _delete(self, kind: str, op: dict[str, Any]) -> None:
@@ -257,7 +340,7 @@ class _Staging:
         self._remove(kind, item)
 
     def _remove(self, kind: str, item: dict[str, Any]) -> None:
-        del self.items[kind][item["id"]]
+        del self._writable(kind, item["id"])[item["id"]]
         self.changes.append({"op": "delete", "kind": kind, "item": item})
         for referrer_kind, fields in REFERENCES.items():
             for field, (target_kind, on_delete) in fields.items():
@@ -268,14 +351,14 @@ class _Staging:
                         self._remove(referrer_kind, referrer)
                     else:
                         cleared = {**referrer, field: None}
-                        self.items[referrer_kind][referrer["id"]] = cleared
+                        self._writable(referrer_kind, referrer["id"])[referrer["id"]] = cleared
                         self.changes.append(
                             {"op": "update", "kind": referrer_kind, "item": cleared, "changed": [field]}
                         )
         if kind == "group":  # memberships are a list on each user
             for user in [u for u in self.items["user"].values() if item["id"] in u.get("group_ids", [])]:
                 updated = {**user, "group_ids": [g for g in user["group_ids"] if g != item["id"]]}
-                self.items["user"][user["id"]] = updated
+                self._writable("user", user["id"])[user["id"]] = updated
                 self.changes.append({"op": "update", "kind": "user", "item": updated, "changed": ["group_ids"]})
 
     def _check_references(self, kind: str, item: dict[str, Any]) -> None:
@@ -289,11 +372,20 @@ class _Staging:
                 raise Refused("not_found", f"No group with id {missing[0]} (field group_ids).")
 
     def _check_unique(self, kind: str, item: dict[str, Any]) -> None:
+        # Who else could hold these values: their holder in the state's index, or an item this batch touched.
+        kind_index = self.state.unique_index()[kind]
+        touched = self.touched.get(kind, set())
         for fields in UNIQUE[kind]:
-            values = tuple(item.get(field) for field in fields)
-            if any(value is None for value in values):
+            values = _unique_values(item, fields)
+            if values is None:
                 continue
-            for other in self.items[kind].values():
-                if other["id"] != item["id"] and tuple(other.get(field) for field in fields) == values:
+            try:
+                holders = kind_index[fields].get(values, set())
+            except TypeError:
+                # A list or a dict where a name belongs: not indexed, so compare with every item, as before the index.
+                holders = set(self.items[kind])
+            for other_id in touched | holders:
+                other = self.items[kind].get(other_id)
+                if other_id != item["id"] and other is not None and _unique_values(other, fields) == values:
                     described = ", ".join(f"{field}={value!r}" for field, value in zip(fields, values, strict=True))
                     raise Refused("conflict", f"A {kind.replace('_', ' ')} with {described} already exists.")
