@@ -160,8 +160,7 @@ class LocalLog:
     def propose(self, batch: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
         with self._lock, transaction.atomic():
             state = self.state
-            # `apply` replaces these rather than changing them in place, so keeping references is a snapshot.
-            before = (state.items, state.next_id, state.seq, state.leader)
+            before = state.checkpoint()
             key = batch.get("key")
             new_key = bool(key) and key not in state.results
             result = state.apply(batch)
@@ -170,7 +169,7 @@ class LocalLog:
                     self.projection.apply_committed(batch, result)
             except Exception:
                 # The database refused it: so does the state.
-                state.items, state.next_id, state.seq, state.leader = before
+                state.roll_back(before)
                 if new_key:
                     state.results.pop(key, None)
                 raise

@@ -122,6 +122,14 @@ class DesiredState:
     def is_empty(self) -> bool:
         return not any(self.items[kind] for kind in KINDS)
 
+    def checkpoint(self) -> tuple[Any, ...]:
+        """What `roll_back` returns to: `apply` replaces these rather than changing them, so references suffice."""
+        return (self.items, self.next_id, self.seq, self.leader)
+
+    def roll_back(self, checkpoint: tuple[Any, ...]) -> None:
+        self.items, self.next_id, self.seq, self.leader = checkpoint
+        self._unique_index = None  # it followed the batch rolled back: rebuilt from these items on next use
+
     def unique_index(self) -> UniqueIndex:
         """Who holds each unique value, so a write checks uniqueness without scanning its kind."""
         if self._unique_index is None:

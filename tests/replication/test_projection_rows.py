@@ -128,6 +128,29 @@ def test_a_batch_the_database_refuses_leaves_the_state_as_it_was(policy, monkeyp
     assert Policy.objects.get(pk=policy.pk).priority == 99
 
 
+def test_a_name_the_database_refused_stays_free(policy, monkeypatch):
+    log = local_log()
+    rename = {
+        "key": "rename-refused",
+        "actor": "test",
+        "ops": [{"op": "update", "kind": "policy", "id": policy.pk, "data": {"name": "renamed"}}],
+        "events": [],
+    }
+
+    def refuse(batch, result):
+        raise RuntimeError("the database refused the write")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(log.projection, "apply_committed", refuse)
+        with pytest.raises(RuntimeError, match="refused"):
+            log.propose(rename)
+    # The uniqueness check must not remember the rolled-back name as taken, nor forget the old one.
+    other = registry.create_policy(actor="test", name="renamed", kind="quota", spec={"scope": "global", "max_concurrent": 1})
+    assert other.name == "renamed"
+    with pytest.raises(registry.Conflict):
+        registry.create_policy(actor="test", name="fair-share", kind="quota", spec={"scope": "global", "max_concurrent": 1})
+
+
 def test_an_update_with_no_columns_changes_nothing(policy):
     with projecting():
         assert rows.update(Policy, policy.pk, {}) == 0
