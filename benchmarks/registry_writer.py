@@ -7,11 +7,13 @@ milliseconds (measured around the registry call, after Django has started), the 
 of the whole run, and the errors.
 
     python -m benchmarks.registry_writer --writes 500 --threads 1 --prefix seq
+    python -m benchmarks.registry_writer --writes 500 --fill 10000   # first make the registry hold 10,000 more policies
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import sys
@@ -29,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="concurrent writers (one policy each)")
     parser.add_argument("--warmup", type=int, default=10, help="writes per thread before timing starts")
     parser.add_argument("--prefix", default="bench", help="names of the policies the writers update")
+    parser.add_argument("--fill", type=int, default=0, help="first create policies fill-0 .. fill-N-1 where missing")
     args = parser.parse_args(argv)
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "infermesh_site.settings")
@@ -46,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"error": f"no replica runs here ({control_socket_path()} is missing)"}))
         return 2
 
+    filled = fill(args.fill) if args.fill else 0
     names = [f"{args.prefix}-{index}" for index in range(args.threads)]
     created = 0
     for name in names:
@@ -94,9 +98,27 @@ def main(argv: list[str] | None = None) -> int:
         "first_errors": errors[:5],
         # Every batch this run proposed (creates, warm-up, timed writes, refused ones): against log entries.
         "proposed": created + args.warmup * args.threads + sum(per_thread),
+        "filled": filled,
     }
     print(json.dumps(answer))
     return 0
+
+
+def fill(count: int, threads: int = 16) -> int:
+    """Create the policies fill-0 .. fill-<count - 1> that are missing, through the registry; returns how many."""
+    from meshcore import registry
+    from meshcore.models import Policy
+
+    present = set(Policy.objects.filter(name__startswith="fill-").values_list("name", flat=True))
+    missing = [name for name in (f"fill-{index}" for index in range(count)) if name not in present]
+
+    def create(name: str) -> None:
+        registry.create_policy(actor=ACTOR, name=name, kind="quota", spec=SPEC)
+
+    # Many writers at once: their batches share log entries, so filling takes seconds, not minutes.
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        list(pool.map(create, missing))
+    return len(missing)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ PySyncObj's default timing (MESH_RAFT_PROFILE=pysyncobj-defaults) as the baselin
   validation and reads);
 - the same through the HTTP API (`PATCH /api/v1/policies/<name>/`, keep-alive client);
 - concurrent writers: 8 HTTP clients per replica, and 16 registry threads via the leader;
+- a large registry (full run, tuned only): the sequential writes via the leader again once the
+  registry holds 10,000 more policies, against the same figure with the small registry (a
+  write must not cost more as the fleet's registry grows);
 - failover: with writers running on the two other replicas, SIGKILL the leader and time the
   first write (sent after the kill) that is acknowledged;
 - full restarts: writers on all three replicas, SIGKILL all three at once, restart them, and
@@ -220,25 +223,21 @@ class BenchCluster:
 
     # ---- sequential and concurrent writes ----------------------------------------------
 
-    def registry_writes(self, replica: ReplicaProcess, writes: int, threads: int = 1) -> dict[str, Any]:
-        """`writes` registry calls from one process over `replica`'s control socket."""
+    def registry_writes(self, replica: ReplicaProcess, writes: int, threads: int = 1, fill: int = 0) -> dict[str, Any]:
+        """`writes` registry calls from one process over `replica`'s control socket.
+
+        `fill`: first make the registry hold that many more policies (not timed, not in the CPU figure).
+        """
+        if fill:
+            self._registry_writer(replica, ["--writes", "0", "--warmup", "0", "--fill", str(fill)])
         prefix = f"reg-{replica.name}-t{threads}"
-        command = ["--writes", str(writes), "--threads", str(threads), "--prefix", prefix]
         cpu_before = cpu_seconds(self.replicas)
         index_before = (status(replica) or {}).get("commit_index")
-        done = subprocess.run(
-            [sys.executable, "-m", "benchmarks.registry_writer", *command],
-            cwd=REPO,
-            env=replica.env,
-            capture_output=True,
-            text=True,
-            timeout=600,
+        answer = self._registry_writer(
+            replica, ["--writes", str(writes), "--threads", str(threads), "--prefix", prefix]
         )
-        if done.returncode != 0:
-            raise RuntimeError(f"registry writer failed on {replica.name}: {done.stdout}{done.stderr[-2000:]}")
         cpu = cpu_seconds(self.replicas) - cpu_before
         index_after = (status(replica) or {}).get("commit_index")
-        answer = json.loads(done.stdout.strip().splitlines()[-1])
         latencies = answer["latencies_ms"]
         # Log entries the run added (commit index), against the batches it proposed.
         entries = index_after - index_before if index_before is not None and index_after is not None else 0
@@ -254,6 +253,19 @@ class BenchCluster:
             "errors": answer["errors"],
             "first_errors": answer["first_errors"],
         }
+
+    def _registry_writer(self, replica: ReplicaProcess, arguments: list[str]) -> dict[str, Any]:
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.registry_writer", *arguments],
+            cwd=REPO,
+            env=replica.env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"registry writer failed on {replica.name}: {done.stdout}{done.stderr[-2000:]}")
+        return json.loads(done.stdout.strip().splitlines()[-1])
 
     def raw_commits(self, replica: ReplicaProcess, writes: int, warmup: int = 10) -> dict[str, Any]:
         """The commit floor: empty batches straight to `Replica.propose` over the control socket.
@@ -562,6 +574,7 @@ class Plan:
     rounds: int
     baseline_rounds: int
     acked_per_round: int
+    large_registry: int  # policies added for the large-registry figure (0: not measured)
 
 
 def measure(bench: BenchCluster, plan: Plan, baseline: bool) -> dict[str, Any]:
@@ -588,6 +601,14 @@ def measure(bench: BenchCluster, plan: Plan, baseline: bool) -> dict[str, Any]:
         return finish(bench, figures)  # the quick run compares sequential latency only
     figures["http_concurrent"] = bench.http_concurrent(8, plan.concurrent_seconds)
     figures["registry_concurrent"] = bench.registry_writes(bench.leader(), max(writes // 2, 32), threads=16)
+    if plan.large_registry and not baseline:
+        # Filled through the registry by 16 writers first; then timed like `registry_leader`.
+        large = bench.registry_writes(bench.leader(), writes, fill=plan.large_registry)
+        figures["registry_large"] = {**large, "policies_added": plan.large_registry}
+        say(
+            f"[{bench.profile}] registry_large ({plan.large_registry} more policies): p50 {large['p50_ms']:.1f} ms, "
+            f"p99 {large['p99_ms']:.1f} ms, {large['writes_per_s']:.0f} writes/s ({large['errors']} errors)"
+        )
     for key in ("http_concurrent", "registry_concurrent"):
         f = figures[key]
         say(
@@ -638,7 +659,7 @@ def report(tuned: dict[str, Any], baseline: dict[str, Any] | None, quick: bool) 
 
     def add(label: str, tuned_value: float, base_value: float | None, unit: str, goal: str = "") -> None:
         """One row; the ratio says how many times better the tuned profile is (lower is better for ms and s)."""
-        formats = {"ms": "{:.1f} ms", "s": "{:.2f} s", "/s": "{:.0f}/s", "x": "{:.1f}"}
+        formats = {"ms": "{:.1f} ms", "s": "{:.2f} s", "/s": "{:.0f}/s", "x": "{:.1f}", "ratio": "{:.2f}"}
         shown = formats[unit].format(base_value) if base_value is not None else "-"
         ratio = ""
         if base_value is not None and tuned_value and base_value:
@@ -710,6 +731,18 @@ def report(tuned: dict[str, Any], baseline: dict[str, Any] | None, quick: bool) 
         pick("registry_concurrent", "batches_per_entry"),
         "x",
     )
+    if "registry_large" in tuned:
+        large, small = tuned["registry_large"], tuned["registry_leader"]
+        where = f"via the leader, {large['policies_added']:,} more policies"
+        add(f"registry, sequential, {where}: p50", large["p50_ms"], None, "ms")
+        add(f"registry, sequential, {where}: writes/s", large["writes_per_s"], None, "/s")
+        # Against the small registry in the same run: 1.0 means a write costs the same at any size.
+        add(
+            f"registry, sequential, {where}: writes/s against the small registry",
+            large["writes_per_s"] / small["writes_per_s"],
+            None,
+            "ratio",
+        )
 
     def failover(figures: dict[str, Any] | None, how: str) -> float | None:
         if not figures or not figures["failovers"]:
@@ -794,6 +827,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=None, help="full-restart rounds (default 20, quick 3)")
     parser.add_argument("--writes", type=int, default=None, help="sequential writes per figure (default 1000)")
     parser.add_argument("--failovers", type=int, default=None, help="leader kills (default 5, quick 1)")
+    parser.add_argument(
+        "--large-registry",
+        type=int,
+        default=None,
+        help="policies added for the large-registry figure (default 10000, quick 0)",
+    )
     parser.add_argument("--no-baseline", action="store_true", help="skip the PySyncObj-defaults cluster")
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     parser.add_argument("--keep", action="store_true", help="keep the replicas' data folders and logs")
@@ -810,6 +849,7 @@ def main(argv: list[str] | None = None) -> int:
         rounds=args.rounds if args.rounds is not None else (3 if quick else 20),
         baseline_rounds=0 if quick else 3,
         acked_per_round=15 if quick else 40,
+        large_registry=args.large_registry if args.large_registry is not None else (0 if quick else 10_000),
     )
     # One SQLite database per replica, whatever the caller's environment says.
     os.environ.pop("DATABASE_URL", None)
