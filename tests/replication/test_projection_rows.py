@@ -145,10 +145,11 @@ def test_a_name_the_database_refused_stays_free(policy, monkeypatch):
         with pytest.raises(RuntimeError, match="refused"):
             log.propose(rename)
     # The uniqueness check must not remember the rolled-back name as taken, nor forget the old one.
-    other = registry.create_policy(actor="test", name="renamed", kind="quota", spec={"scope": "global", "max_concurrent": 1})
+    quota = {"scope": "global", "max_concurrent": 1}
+    other = registry.create_policy(actor="test", name="renamed", kind="quota", spec=quota)
     assert other.name == "renamed"
     with pytest.raises(registry.Conflict):
-        registry.create_policy(actor="test", name="fair-share", kind="quota", spec={"scope": "global", "max_concurrent": 1})
+        registry.create_policy(actor="test", name="fair-share", kind="quota", spec=quota)
 
 
 def test_an_update_with_no_columns_changes_nothing(policy):
