@@ -60,6 +60,8 @@ def test_it_refuses_a_stale_version_written_on_another_replica(cluster, token):
     one, two = cluster.replicas[0], cluster.replicas[1]
     api(one, token).post("/models/", json={"name": "bert", "platform": "onnxruntime"})
     model = api(one, token).get("/models/", params={"name": "bert"}).json()["results"][0]
+    # Another replica's reads may trail this write by up to 70 ms (docs/replication.md): wait until it has it.
+    assert wait_until(lambda: api(two, token).get(f"/models/{model['id']}/").status_code == 200)
     assert api(two, token).patch(f"/models/{model['id']}/", json={"description": "a", "version": 1}).status_code == 200
     stale = api(one, token).patch(f"/models/{model['id']}/", json={"description": "b", "version": 1})
     assert stale.status_code == 409
