@@ -86,7 +86,8 @@ class RegistryLog(SyncObjConsumer):
         self._on_committed = on_committed
         self._on_restored = on_restored
         self._on_applied = on_applied  # every batch applied, whatever its outcome
-        self._lock = threading.Lock()  # an export sees the state between batches, never inside one
+        # Batches change the state in place: an export or a digest reads it between batches, never inside one.
+        self._lock = threading.Lock()
         self.halted_by: str | None = None  # set when an entry is too new for this release
         super().__init__()
         self.state = DesiredState()
@@ -116,6 +117,10 @@ class RegistryLog(SyncObjConsumer):
         """A consistent copy of this replica's desired state (local: needs no quorum)."""
         with self._lock:
             return self.state.to_document()
+
+    def digest(self) -> str:
+        with self._lock:
+            return self.state.digest()
 
     def _deserialize(self, data: dict[str, Any]) -> None:
         super()._deserialize(data)
@@ -420,7 +425,11 @@ class Replica:
 
     @property
     def state(self) -> DesiredState:
+        """The live state: its items change in place as batches apply (`digest` and `export` read them safely)."""
         return self.log.state
+
+    def digest(self) -> str:
+        return self.log.digest()
 
     def export(self) -> dict[str, Any]:
         return self.log.export()
@@ -428,7 +437,7 @@ class Replica:
     def status(self) -> dict[str, Any]:
         """What an operator needs: who leads since when, who is connected, who is behind by how much."""
         view = self._observe()
-        return {**view, "digest": self.state.digest()}
+        return {**view, "digest": self.log.digest()}
 
     def _observe(self) -> dict[str, Any]:
         sync_obj = self._sync_obj

@@ -180,7 +180,9 @@ class LocalLog:
             return self.state.to_document()
 
     def status(self) -> dict[str, Any]:
-        state = self.state
+        with self._lock:  # another thread's write changes the items in place
+            state = self.state
+            digest = state.digest()
         return {
             "self": "local",
             "role": "leader",
@@ -192,7 +194,7 @@ class LocalLog:
             "peers": [],
             "state_seq": state.seq,
             "projected_seq": self.projection.applied.value,
-            "digest": state.digest(),
+            "digest": digest,
         }
 
 

@@ -74,9 +74,13 @@ UniqueIndex = dict[str, dict[tuple[str, ...], dict[tuple[Any, ...], set[int]]]]
 
 
 class DesiredState:
+    """The desired state. `apply` changes `items` in place: read them under the lock of whoever applies."""
+
     # Derived from `items`, built on first use and kept up to date by `apply`; never pickled, so
     # snapshots keep their format and a snapshot from an earlier release needs nothing added.
     _unique_index: UniqueIndex | None = None
+    # What `roll_back` puts back, recorded from `checkpoint` on; never pickled.
+    _undo: _Undo | None = None
 
     def __init__(self) -> None:
         self.items: dict[str, dict[int, dict[str, Any]]] = {kind: {} for kind in KINDS}
@@ -86,7 +90,7 @@ class DesiredState:
         self.results: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {name: value for name, value in self.__dict__.items() if name != "_unique_index"}
+        return {name: value for name, value in self.__dict__.items() if name not in ("_unique_index", "_undo")}
 
     # ---- reading -----------------------------------------------------------------
 
@@ -123,12 +127,17 @@ class DesiredState:
         return not any(self.items[kind] for kind in KINDS)
 
     def checkpoint(self) -> tuple[Any, ...]:
-        """What `roll_back` returns to: `apply` replaces these rather than changing them, so references suffice."""
+        """Record what `apply` changes from here, so `roll_back` can return here (a local log's failed write)."""
+        self._undo = _Undo()
         return (self.items, self.next_id, self.seq, self.leader)
 
     def roll_back(self, checkpoint: tuple[Any, ...]) -> None:
+        if self._undo is not None:
+            self._undo.put_back(self.items)
+        # `next_id` is replaced, never changed; a restore replaces `items` and leaves the old ones as they were.
         self.items, self.next_id, self.seq, self.leader = checkpoint
-        self._unique_index = None  # it followed the batch rolled back: rebuilt from these items on next use
+        self._undo = None
+        self._unique_index = None  # it followed the batches rolled back: rebuilt from these items on next use
 
     def unique_index(self) -> UniqueIndex:
         """Who holds each unique value, so a write checks uniqueness without scanning its kind."""
@@ -188,7 +197,9 @@ class DesiredState:
         else:
             if self._unique_index is not None:
                 staged.update_index(self._unique_index)
-            self.items, self.next_id = staged.items, staged.next_id
+            if self._undo is not None:
+                self._undo.add(staged.undo_record)
+            self.next_id = staged.next_id
             self.seq += 1
             result = {"status": "ok", "seq": self.seq, "changes": staged.changes, "created_ids": staged.created_ids}
         if key:
@@ -214,10 +225,42 @@ class DesiredState:
         return {"status": "ok", "seq": self.seq, "changes": changes, "created_ids": []}
 
     def _staged(self, ops: list[dict[str, Any]]) -> _Staging:
+        """Apply the operations to `items`, or none of them: a refused (or failing) batch is undone before it raises."""
         staging = _Staging(self)
-        for op in ops:
-            staging.run(op)
+        try:
+            for op in ops:
+                staging.run(op)
+        except BaseException:
+            staging.undo()
+            raise
         return staging
+
+
+class _Undo:
+    """What one or more batches replaced, to put back: items, and each kind's order where items were deleted."""
+
+    def __init__(self) -> None:
+        self.replaced: dict[tuple[str, int], dict[str, Any] | None] = {}  # (kind, id) -> the item before, or None
+        self.orders: dict[str, list[int]] = {}  # kind -> its ids in order, before the first delete
+
+    def add(self, later: _Undo) -> None:
+        for key, before in later.replaced.items():
+            self.replaced.setdefault(key, before)  # the earliest value is the one to put back
+        for kind, order in later.orders.items():
+            self.orders.setdefault(kind, order)
+
+    def put_back(self, items: dict[str, dict[int, dict[str, Any]]]) -> None:
+        for (kind, item_id), before in self.replaced.items():
+            if before is None:
+                items[kind].pop(item_id, None)
+            else:
+                items[kind][item_id] = before
+        # A deleted item put back would come last; every replica must keep the same order (a cascade follows it).
+        for kind, order in self.orders.items():
+            kind_items = items[kind]
+            in_order = {item_id: kind_items[item_id] for item_id in order if item_id in kind_items}
+            kind_items.clear()
+            kind_items.update(in_order)
 
 
 def _unique_values(item: dict[str, Any], fields: tuple[str, ...]) -> tuple[Any, ...] | None:
@@ -246,46 +289,53 @@ def _index_item(kind_index: dict[tuple[str, ...], dict[tuple[Any, ...], set[int]
 
 
 class _Staging:
-    """A copy-on-write view of the state that a batch is applied to before it counts.
+    """Applies a batch to the state's own items, remembering what it replaced, so a refused batch is undone.
 
-    A kind's items are copied when the batch first changes one of them, and only that kind:
-    the state's own dictionaries are never changed, so whoever holds them (an export, a
-    snapshot) reads a consistent state, and a write costs the same in a registry of any size.
+    Changing the items in place makes a write cost the same in a registry of any size: copying a
+    kind's items for every write (and freeing the old copy) cost about 0.1 ms at 10,000 policies.
     """
 
     def __init__(self, state: DesiredState) -> None:
         self.state = state
-        self.items = dict(state.items)  # kind -> items: the state's own until `_writable` copies one
-        self._copied: set[str] = set()
+        self.items = state.items
+        self.undo_record = _Undo()
+        self.replaced = self.undo_record.replaced  # (kind, id) -> the item before this batch, or None
         self.touched: dict[str, set[int]] = {}  # kind -> ids this batch created, changed or deleted
         self.next_id = dict(state.next_id)
         self.changes: list[dict[str, Any]] = []
         self.created_ids: list[int | None] = []  # per operation, for {"$ref": index} values
 
-    def _writable(self, kind: str, item_id: int) -> dict[int, dict[str, Any]]:
-        if kind not in self._copied:
-            self.items[kind] = dict(self.items[kind])
-            self._copied.add(kind)
-        self.touched.setdefault(kind, set()).add(item_id)
-        return self.items[kind]
+    def _put(self, kind: str, item_id: int, item: dict[str, Any] | None) -> None:
+        """Set (or with None, delete) an item, remembering what it replaced."""
+        key = (kind, item_id)
+        if key not in self.replaced:
+            self.replaced[key] = self.items[kind].get(item_id)
+            self.touched.setdefault(kind, set()).add(item_id)
+        if item is None:
+            if kind not in self.undo_record.orders:
+                self.undo_record.orders[kind] = list(self.items[kind])  # deletes are rare: O(kind) is fine here
+            del self.items[kind][item_id]
+        else:
+            self.items[kind][item_id] = item
+
+    def undo(self) -> None:
+        self.undo_record.put_back(self.items)
 
     def update_index(self, index: UniqueIndex) -> None:
-        """Bring the state's unique index from the state's items to this batch's."""
-        for kind, ids in self.touched.items():
-            kind_index = index[kind]
-            for item_id in ids:
-                before = self.state.items[kind].get(item_id)
-                for fields, holders in kind_index.items():
-                    values = _unique_values(before, fields) if before is not None else None
-                    if values is not None and _hashable(values) and values in holders:
-                        holders[values].discard(item_id)
-                        if not holders[values]:
-                            del holders[values]
-        for kind, ids in self.touched.items():
-            for item_id in ids:
-                after = self.items[kind].get(item_id)
-                if after is not None:
-                    _index_item(index[kind], after)
+        """Bring the state's unique index from the items before this batch to the items now."""
+        for (kind, item_id), before in self.replaced.items():
+            if before is None:
+                continue
+            for fields, holders in index[kind].items():
+                values = _unique_values(before, fields)
+                if values is not None and _hashable(values) and values in holders:
+                    holders[values].discard(item_id)
+                    if not holders[values]:
+                        del holders[values]
+        for kind, item_id in self.replaced:
+            after = self.items[kind].get(item_id)
+            if after is not None:
+                _index_item(index[kind], after)
 
     def run(self, op: dict[str, Any]) -> None:
         kind = op["kind"]
@@ -314,7 +364,7 @@ class _Staging:
         item = {**op["data"], "id": item_id, "version": 1}
         self._check_references(kind, item)
         self._check_unique(kind, item)
-        self._writable(kind, item_id)[item_id] = item
+        self._put(kind, item_id, item)
         self.created_ids[-1] = item_id
         self.changes.append({"op": "create", "kind": kind, "item": item})
 
@@ -340,7 +390,7 @@ class _Staging:
         item = {**current, **changes, "version": current["version"] + 1}
         self._check_references(kind, item)
         self._check_unique(kind, item)
-        self._writable(kind, item["id"])[item["id"]] = item
+        self._put(kind, item["id"], item)
         self.changes.append({"op": "update", "kind": kind, "item": item, "changed": sorted(changes)})
 
     def _delete(self, kind: str, op: dict[str, Any]) -> None:
@@ -348,7 +398,7 @@ class _Staging:
         self._remove(kind, item)
 
     def _remove(self, kind: str, item: dict[str, Any]) -> None:
-        del self._writable(kind, item["id"])[item["id"]]
+        self._put(kind, item["id"], None)
         self.changes.append({"op": "delete", "kind": kind, "item": item})
         for referrer_kind, fields in REFERENCES.items():
             for field, (target_kind, on_delete) in fields.items():
@@ -359,14 +409,14 @@ class _Staging:
                         self._remove(referrer_kind, referrer)
                     else:
                         cleared = {**referrer, field: None}
-                        self._writable(referrer_kind, referrer["id"])[referrer["id"]] = cleared
+                        self._put(referrer_kind, referrer["id"], cleared)
                         self.changes.append(
                             {"op": "update", "kind": referrer_kind, "item": cleared, "changed": [field]}
                         )
         if kind == "group":  # memberships are a list on each user
             for user in [u for u in self.items["user"].values() if item["id"] in u.get("group_ids", [])]:
                 updated = {**user, "group_ids": [g for g in user["group_ids"] if g != item["id"]]}
-                self._writable("user", user["id"])[user["id"]] = updated
+                self._put("user", user["id"], updated)
                 self.changes.append({"op": "update", "kind": "user", "item": updated, "changed": ["group_ids"]})
 
     def _check_references(self, kind: str, item: dict[str, Any]) -> None:

@@ -3,6 +3,8 @@
 import pickle
 import random
 
+import pytest
+
 from meshcore.replication.state import DesiredState
 
 
@@ -168,15 +170,57 @@ def test_format_1_entries_apply_as_they_did_before_group_entries_existed():
     assert old.digest() == new.digest()
 
 
-def test_a_write_copies_only_the_kind_it_changes_and_leaves_the_old_state_whole():
+def _snapshot(state):
+    return {kind: list(items.items()) for kind, items in state.items.items()}, dict(state.next_id), state.seq
+
+
+def test_a_write_changes_the_items_in_place_and_a_refused_one_leaves_them_as_they_were():
     state = DesiredState()
-    state.apply(batch(create("node", name="gpu-a"), create("policy", name="p")))
-    before = state.items
-    nodes_before = dict(before["node"])
-    state.apply(batch(update("node", 1, {"zone": "b"}), create("node", name="gpu-b")))
-    assert state.items["policy"] is before["policy"]  # untouched kinds are shared, not copied
-    assert before["node"] == nodes_before  # whoever held the old state (an export) still reads it whole
-    assert state.get("node", 1)["zone"] == "b" and state.get("node", 2)["name"] == "gpu-b"
+    state.apply(batch(create("node", name="a"), create("node", name="b"), create("runtime", node_id=1, name="t")))
+    nodes = state.items["node"]
+    state.apply(batch(update("node", 2, {"zone": "z"})))
+    assert state.items["node"] is nodes and nodes[2]["zone"] == "z"  # no copy of the kind per write
+    before = _snapshot(state)
+    refused = state.apply(
+        batch(
+            {"op": "delete", "kind": "node", "id": 1},  # cascades to the runtime
+            update("node", 2, {"name": "c"}),
+            create("node", name="c"),  # clashes with the rename above: the whole batch is refused
+        )
+    )
+    assert refused["status"] == "conflict"
+    assert _snapshot(state) == before  # every item back, in the same order
+    assert state.apply(batch(create("node", name="a")))["status"] == "conflict"  # the index is as it was too
+    assert state.apply(batch(create("node", name="c")))["status"] == "ok"
+
+
+def test_a_batch_that_fails_halfway_is_undone_before_the_error_leaves():
+    state = DesiredState()
+    state.apply(batch(create("node", name="a")))
+    before = _snapshot(state)
+    with pytest.raises(KeyError):
+        state.apply(batch(update("node", 1, {"name": "b"}), {"op": "update", "kind": "node", "data": {}}))
+    assert _snapshot(state) == before
+
+
+def test_roll_back_returns_to_the_checkpoint_whatever_applied_since():
+    state = DesiredState()
+    state.apply(batch(create("node", name="a"), create("node", name="b"), create("runtime", node_id=1, name="t")))
+    before, digest = _snapshot(state), state.digest()
+    checkpoint = state.checkpoint()
+    state.apply(batch(update("node", 2, {"name": "renamed"}), create("node", name="new")))
+    state.apply(batch({"op": "delete", "kind": "node", "id": 1}))
+    state.roll_back(checkpoint)
+    assert _snapshot(state) == before and state.digest() == digest
+    assert state.apply(batch(create("node", name="b")))["status"] == "conflict"
+    assert state.apply(batch(create("node", name="renamed")))["status"] == "ok"
+
+    empty = DesiredState()
+    checkpoint = empty.checkpoint()
+    document = state.to_document()
+    assert empty.apply({"key": "r", "restore": document})["status"] == "ok"
+    empty.roll_back(checkpoint)
+    assert empty.is_empty() and empty.seq == 0
 
 
 def test_uniqueness_holds_within_a_batch_and_across_renames_and_deletes():
@@ -223,7 +267,7 @@ def test_the_unique_index_stays_equal_to_one_built_afresh_and_is_never_pickled()
         assert "_unique_index" not in restored.__dict__
         entry = batch(*ops)
         assert restored.apply(entry) == state.apply(entry)
-        assert restored.digest() == state.digest()
+        assert restored.digest() == state.digest() and _snapshot(restored) == _snapshot(state)
         held = [item["name"] for item in state.items["node"].values()]
         assert len(held) == len(set(held))
         fresh = pickle.loads(pickle.dumps(state))

@@ -165,7 +165,7 @@ def test_replicas_sending_either_cipher_form_one_cluster_from_their_first_connec
         replicas[0].wait_for_leader(timeout=30)
         for index, replica in enumerate(replicas):
             replica.propose({**EMPTY_BATCH, "key": f"from-{index}"}, timeout=10)
-        _wait_for(lambda: len({replica.state.digest() for replica in replicas}) == 1, 5)
+        _wait_for(lambda: len({replica.digest() for replica in replicas}) == 1, 5)
         by_replica = [sealed.get(id(replica._sync_obj.encryptor._inner)) for replica in replicas]
 
     assert by_replica == [{VERSION}, {VERSION}, {b"g"}]  # b"g": how a Fernet token starts
