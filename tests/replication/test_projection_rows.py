@@ -102,16 +102,12 @@ def test_replicated_tables_take_these_statements_only_from_the_projection(policy
     assert not Node.objects.filter(name="sneaky").exists()
 
 
-def test_a_batch_the_database_refuses_leaves_the_state_as_it_was(policy, monkeypatch):
-    log = local_log()
-    before = (log.state.seq, log.state.digest())
-    batch = {
-        "key": "refused-once",
-        "actor": "test",
-        "ops": [{"op": "update", "kind": "policy", "id": policy.pk, "data": {"priority": 99}}],
-        "events": [],
-    }
+def _policy_update(key, policy_id, data):
+    update = {"op": "update", "kind": "policy", "id": policy_id, "data": data}
+    return {"key": key, "actor": "test", "ops": [update], "events": []}
 
+
+def _propose_refused_by_the_database(log, batch, monkeypatch):
     def refuse(batch, result):
         raise RuntimeError("the database refused the write")
 
@@ -119,6 +115,13 @@ def test_a_batch_the_database_refuses_leaves_the_state_as_it_was(policy, monkeyp
         patch.setattr(log.projection, "apply_committed", refuse)
         with pytest.raises(RuntimeError, match="refused"):
             log.propose(batch)
+
+
+def test_a_batch_the_database_refuses_leaves_the_state_as_it_was(policy, monkeypatch):
+    log = local_log()
+    before = (log.state.seq, log.state.digest())
+    batch = _policy_update("refused-once", policy.pk, {"priority": 99})
+    _propose_refused_by_the_database(log, batch, monkeypatch)
     assert (log.state.seq, log.state.digest()) == before
     assert Policy.objects.get(pk=policy.pk).priority == policy.priority
 
@@ -130,20 +133,7 @@ def test_a_batch_the_database_refuses_leaves_the_state_as_it_was(policy, monkeyp
 
 def test_a_name_the_database_refused_stays_free(policy, monkeypatch):
     log = local_log()
-    rename = {
-        "key": "rename-refused",
-        "actor": "test",
-        "ops": [{"op": "update", "kind": "policy", "id": policy.pk, "data": {"name": "renamed"}}],
-        "events": [],
-    }
-
-    def refuse(batch, result):
-        raise RuntimeError("the database refused the write")
-
-    with monkeypatch.context() as patch:
-        patch.setattr(log.projection, "apply_committed", refuse)
-        with pytest.raises(RuntimeError, match="refused"):
-            log.propose(rename)
+    _propose_refused_by_the_database(log, _policy_update("rename-refused", policy.pk, {"name": "renamed"}), monkeypatch)
     # The uniqueness check must not remember the rolled-back name as taken, nor forget the old one.
     quota = {"scope": "global", "max_concurrent": 1}
     other = registry.create_policy(actor="test", name="renamed", kind="quota", spec=quota)
