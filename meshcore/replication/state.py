@@ -280,12 +280,9 @@ def _hashable(values: tuple[Any, ...]) -> bool:
 def _index_item(kind_index: dict[tuple[str, ...], dict[tuple[Any, ...], set[int]]], item: dict[str, Any]) -> None:
     for fields, holders in kind_index.items():
         values = _unique_values(item, fields)
-        if values is None:
-            continue
-        try:
+        # Unhashable values (a list where a name belongs) equal no hashable ones: `_check_unique` scans for them.
+        if values is not None and _hashable(values):
             holders.setdefault(values, set()).add(item["id"])
-        except TypeError:
-            pass  # unhashable values equal no hashable ones: `_check_unique` compares them with every item
 
 
 class _Staging:
@@ -300,7 +297,6 @@ class _Staging:
         self.items = state.items
         self.undo_record = _Undo()
         self.replaced = self.undo_record.replaced  # (kind, id) -> the item before this batch, or None
-        self.touched: dict[str, set[int]] = {}  # kind -> ids this batch created, changed or deleted
         self.next_id = dict(state.next_id)
         self.changes: list[dict[str, Any]] = []
         self.created_ids: list[int | None] = []  # per operation, for {"$ref": index} values
@@ -310,7 +306,6 @@ class _Staging:
         key = (kind, item_id)
         if key not in self.replaced:
             self.replaced[key] = self.items[kind].get(item_id)
-            self.touched.setdefault(kind, set()).add(item_id)
         if item is None:
             if kind not in self.undo_record.orders:
                 self.undo_record.orders[kind] = list(self.items[kind])  # deletes are rare: O(kind) is fine here
@@ -432,16 +427,13 @@ class _Staging:
     def _check_unique(self, kind: str, item: dict[str, Any]) -> None:
         # Who else could hold these values: their holder in the state's index, or an item this batch touched.
         kind_index = self.state.unique_index()[kind]
-        touched = self.touched.get(kind, set())
+        touched = {item_id for touched_kind, item_id in self.replaced if touched_kind == kind}
         for fields in UNIQUE[kind]:
             values = _unique_values(item, fields)
             if values is None:
                 continue
-            try:
-                holders = kind_index[fields].get(values, set())
-            except TypeError:
-                # A list or a dict where a name belongs: not indexed, so compare with every item, as before the index.
-                holders = set(self.items[kind])
+            # Unhashable values are not indexed: compare them with every item, as before the index.
+            holders = kind_index[fields].get(values, set()) if _hashable(values) else set(self.items[kind])
             for other_id in touched | holders:
                 other = self.items[kind].get(other_id)
                 if other_id != item["id"] and other is not None and _unique_values(other, fields) == values:
