@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.site.helpers import TEST_SECRET, ServeProcess, clean_env, free_port, manage
+from tests.site.helpers import TEST_SECRET, ServeProcess, clean_env, collected_static_root, free_port, manage
 
 RAFT_PASSWORD = "a-long-shared-raft-password-for-tests"
 REDIS_URL = os.environ.get("MESH_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
@@ -36,8 +36,8 @@ class ReplicaProcess(ServeProcess):
         self.log_path = self.data_dir / "serve.log"
         self.port = self.http_port
 
-    def manage(self, *args: str) -> subprocess.CompletedProcess:
-        return manage(*args, env=self.env, timeout=60)
+    def manage(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return manage(*args, env=self.env, timeout=timeout)
 
 
 def replica_database_url() -> str | None:
@@ -85,7 +85,6 @@ def lose_database(replica: ReplicaProcess) -> None:
 class Cluster:
     def __init__(self, root: Path, size: int = 3, redis_url: str | None = REDIS_URL, **extra_env: str) -> None:
         self.root = root
-        self.static_root = root / "static"
         self.redis_url = redis_url
         self.extra_env = extra_env
         addresses = [f"127.0.0.1:{free_port()}" for _ in range(size)]
@@ -104,7 +103,7 @@ class Cluster:
             MESH_RAFT_PEERS=",".join(peers),
             MESH_RAFT_PASSWORD=RAFT_PASSWORD,
             MESH_LOG_FORMAT="json",
-            STATIC_ROOT=str(self.static_root),
+            STATIC_ROOT=str(collected_static_root()),
             **({"REDIS_URL": self.redis_url} if self.redis_url else {}),
             **({"DATABASE_URL": url} if (url := replica_database_url()) else {}),
             **self.extra_env,
@@ -122,8 +121,6 @@ class Cluster:
         return replica
 
     def start(self) -> None:
-        collected = self.replicas[0].manage("collectstatic", "--noinput")
-        assert collected.returncode == 0, collected.stderr
         for replica in self.replicas:
             result = replica.manage("migrate", "--noinput")
             assert result.returncode == 0, result.stderr

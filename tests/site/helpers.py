@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,6 +40,24 @@ def clean_env(data_dir: Path, **overrides: str) -> dict[str, str]:
     env["MESH_LOCAL_AGENT"] = "off"
     env.update(overrides)
     return env
+
+
+_static_root: Path | None = None
+
+
+def collected_static_root() -> Path:
+    """A STATIC_ROOT holding `collectstatic`'s output, made once per test run and shared by every
+    `serve` the tests start: collecting (hashing and compressing the API docs' bundles) takes tens
+    of seconds on 2 cores, and the files are the same for every test."""
+    global _static_root
+    if _static_root is None:
+        folder = Path(tempfile.mkdtemp(prefix="infermesh-test-static-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        env = clean_env(folder / "var", SECRET_KEY=TEST_SECRET, STATIC_ROOT=str(folder / "static"))
+        result = manage("collectstatic", "--noinput", env=env, timeout=600)
+        assert result.returncode == 0, result.stderr
+        _static_root = folder / "static"
+    return _static_root
 
 
 def manage(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:

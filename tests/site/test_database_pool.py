@@ -24,7 +24,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from meshcore import registry
-from tests.site.helpers import TEST_SECRET, ServeProcess, clean_env, manage
+from tests.site.helpers import TEST_SECRET, ServeProcess, clean_env, collected_static_root, manage
 
 pytestmark = pytest.mark.skipif(
     not os.environ.get("DATABASE_URL", "").startswith("postgres"), reason="needs PostgreSQL (DATABASE_URL)"
@@ -66,10 +66,10 @@ def pooled_server(fresh_database, tmp_path_factory) -> Iterator[tuple[ServeProce
         MESH_DB_POOL_SIZE=str(POOL_SIZE),
         MESH_ADMIN_PASSWORD="pool-test-password",
         MESH_LOCAL_AGENT="off",
+        STATIC_ROOT=str(collected_static_root()),
     )
-    for command in (("migrate", "--noinput"), ("collectstatic", "--noinput")):
-        result = manage(*command, env=env, timeout=180)
-        assert result.returncode == 0, result.stderr
+    result = manage("migrate", "--noinput", env=env, timeout=180)
+    assert result.returncode == 0, result.stderr
     server = ServeProcess(env, data_dir / "serve.log")
     server.start()
     try:
