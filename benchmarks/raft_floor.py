@@ -28,7 +28,7 @@ import tempfile
 import time
 from typing import Any
 
-from benchmarks.common import percentile, say
+from benchmarks.common import percentile, say, yardstick_ms
 
 BATCH = {
     "format": 1,
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--writes", type=int, default=2000, help="sequential commits per configuration and pass")
     parser.add_argument("--passes", type=int, default=3, help="passes over the configurations, in turn")
     args = parser.parse_args(argv)
-    say(f"load average before: {os.getloadavg()[0]:.2f}")
+    say(f"load average before: {os.getloadavg()[0]:.2f}; machine yardstick {yardstick_ms():.0f} ms (lower is faster)")
     configurations = (
         ("AES-GCM-SIV, infermesh's framing (as it runs)", "benchmark-password", "aes-gcm-siv", True),
         ("Fernet, infermesh's framing (baseline)", "benchmark-password", "fernet", True),

@@ -4,7 +4,7 @@ Run with a replica's environment (its MESH_DATA_DIR): every write goes over that
 control socket to the running `serve` process, which commits it on a quorum and projects it
 into its database before answering. Prints one JSON object: the latency of each write in
 milliseconds (measured around the registry call, after Django has started), the wall time
-of the whole run, and the errors.
+and this process's CPU time of the whole run, and the errors.
 
     python -m benchmarks.registry_writer --writes 500 --threads 1 --prefix seq
     python -m benchmarks.registry_writer --writes 500 --fill 10000   # first make the registry hold 10,000 more policies
@@ -87,13 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     for thread in threads:
         thread.start()
     start_together.wait()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for thread in threads:
         thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     answer: dict[str, Any] = {
         "latencies_ms": [value for values in latencies for value in values],
         "elapsed_s": elapsed,
+        "cpu_s": cpu,  # this process's CPU during the timed writes, all its threads
         "errors": len(errors),
         "first_errors": errors[:5],
         # Every batch this run proposed (creates, warm-up, timed writes, refused ones): against log entries.

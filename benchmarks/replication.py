@@ -48,7 +48,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.common import conclude, percentile, say
+from benchmarks.common import conclude, percentile, say, yardstick_ms
 from tests.replication.cluster import Cluster, ReplicaProcess
 from tests.site.helpers import REPO
 
@@ -139,14 +139,20 @@ def kill_all(replicas: list[ReplicaProcess]) -> None:
 
 def cpu_seconds(replicas: list[ReplicaProcess]) -> float:
     """CPU time (user + system) the replicas' processes have used so far; NaN where /proc is missing."""
-    total = 0.0
+    return sum(cpu_seconds_each(replicas).values())
+
+
+def cpu_seconds_each(replicas: list[ReplicaProcess]) -> dict[str, float]:
+    """CPU time (user + system) each replica's process has used so far, by name; NaN where /proc is missing."""
+    used = {}
     for replica in replicas:
         try:
             fields = Path(f"/proc/{replica.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, AttributeError):
-            return float("nan")
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+            used[replica.name] = float("nan")
+            continue
+        used[replica.name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return used
 
 
 # ---- one cluster ---------------------------------------------------------------------------
@@ -184,7 +190,7 @@ class BenchCluster:
             replica.env["STATIC_ROOT"] = str(static)
         first = self.replicas[0]
         if not static.exists():
-            done = first.manage("collectstatic", "--noinput")
+            done = first.manage("collectstatic", "--noinput", timeout=600)
             assert done.returncode == 0, done.stderr
         if not template.exists():
             done = first.manage("migrate", "--noinput")
@@ -231,20 +237,26 @@ class BenchCluster:
         if fill:
             self._registry_writer(replica, ["--writes", "0", "--warmup", "0", "--fill", str(fill)])
         prefix = f"reg-{replica.name}-t{threads}"
-        cpu_before = cpu_seconds(self.replicas)
+        cpu_before = cpu_seconds_each(self.replicas)
         index_before = (status(replica) or {}).get("commit_index")
         answer = self._registry_writer(
             replica, ["--writes", str(writes), "--threads", str(threads), "--prefix", prefix]
         )
-        cpu = cpu_seconds(self.replicas) - cpu_before
+        cpu = {name: used - cpu_before[name] for name, used in cpu_seconds_each(self.replicas).items()}
         index_after = (status(replica) or {}).get("commit_index")
         latencies = answer["latencies_ms"]
+        per_write = 1000 / max(len(latencies), 1)
+        others = [used for name, used in cpu.items() if name != replica.name]
         # Log entries the run added (commit index), against the batches it proposed.
         entries = index_after - index_before if index_before is not None and index_after is not None else 0
         return {
             "batches_per_entry": answer["proposed"] / entries if entries > 0 else 0.0,
             # Of the three replicas together, warm-up writes included (a slight overestimate).
-            "replica_cpu_ms_per_write": cpu * 1000 / max(len(latencies), 1),
+            "replica_cpu_ms_per_write": sum(cpu.values()) * per_write,
+            # Where it went: the replica written through, each of the two others (their mean), the writer.
+            "own_replica_cpu_ms_per_write": cpu[replica.name] * per_write,
+            "other_replica_cpu_ms_per_write": sum(others) / max(len(others), 1) * per_write,
+            "writer_cpu_ms_per_write": answer["cpu_s"] * per_write,
             "writes": len(latencies),
             "threads": threads,
             "p50_ms": percentile(latencies, 50),
@@ -699,6 +711,19 @@ def report(tuned: dict[str, Any], baseline: dict[str, Any] | None, quick: bool) 
         pick("registry_leader", "replica_cpu_ms_per_write"),
         "ms",
     )
+    # A sequential write waits for the writer, then the leader, then a follower, in turn: on a
+    # machine with few cores, the CPU of those steps is the floor of the time per write.
+    for sub, whose in (
+        ("writer_cpu_ms_per_write", "the writer's process"),
+        ("own_replica_cpu_ms_per_write", "the leader"),
+        ("other_replica_cpu_ms_per_write", "each follower"),
+    ):
+        add(
+            f"registry, sequential, via the leader: CPU per write, {whose}",
+            tuned["registry_leader"][sub],
+            pick("registry_leader", sub),
+            "ms",
+        )
     for key, where in (("raw_leader", "via the leader"), ("raw_follower", "via a follower")):
         add(
             f"commit floor (empty batch, control socket), {where}: p50", tuned[key]["p50_ms"], pick(key, "p50_ms"), "ms"
@@ -856,7 +881,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="infermesh-replication-bench-"))
     say(f"data folders and logs in {root}; load average before: {os.getloadavg()[0]:.2f}")
     started = time.monotonic()
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"yardstick_ms": [yardstick_ms()]}
     failures: list[str] = ["the benchmark did not finish"]
     try:
         for profile in PROFILES[:1] if args.no_baseline else PROFILES:
@@ -866,6 +891,11 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 bench.stop()
         failures = report(results["tuned"], results.get("pysyncobj-defaults"), quick)
+        results["yardstick_ms"].append(yardstick_ms())
+        say(
+            "machine yardstick (benchmarks.common.yardstick_ms, lower is faster; compare runs on other "
+            "machines by it): {:.0f} ms at the start, {:.0f} ms at the end".format(*results["yardstick_ms"])
+        )
     finally:
         if args.json:
             args.json.write_text(json.dumps(results, indent=2, default=str))
