@@ -711,8 +711,8 @@ def report(tuned: dict[str, Any], baseline: dict[str, Any] | None, quick: bool) 
         pick("registry_leader", "replica_cpu_ms_per_write"),
         "ms",
     )
-    # A sequential write waits for the writer, then the leader, then a follower, in turn: on a
-    # machine with few cores, the CPU of those steps is the floor of the time per write.
+    # A sequential write passes from the writer to the leader to a follower and back, one step
+    # after another: on a machine with few cores, what those steps cost in CPU bounds one writer's pace.
     for sub, whose in (
         ("writer_cpu_ms_per_write", "the writer's process"),
         ("own_replica_cpu_ms_per_write", "the leader"),
