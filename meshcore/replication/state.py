@@ -217,6 +217,10 @@ class DesiredState:
                 "status": "conflict",
                 "message": "This cluster already holds desired state; restore a backup into a fresh cluster.",
             }
+        if self._undo is not None:
+            # The items a checkpoint holds are these: return them to it now, and record from here on the new ones.
+            self._undo.put_back(self.items)
+            self._undo = _Undo()
         self.items = {kind: {item["id"]: item for item in document["items"].get(kind, [])} for kind in KINDS}
         self._unique_index = None
         self.next_id = {kind: int(document["next_id"].get(kind, 1)) for kind in KINDS}
@@ -297,6 +301,9 @@ class _Staging:
         self.items = state.items
         self.undo_record = _Undo()
         self.replaced = self.undo_record.replaced  # (kind, id) -> the item before this batch, or None
+        # Who holds each unique value among the items this batch wrote: the state's index is brought
+        # up to date only once the batch applies, and a batch of N writes must not compare N x N.
+        self.written: UniqueIndex = {}
         self.next_id = dict(state.next_id)
         self.changes: list[dict[str, Any]] = []
         self.created_ids: list[int | None] = []  # per operation, for {"$ref": index} values
@@ -312,6 +319,9 @@ class _Staging:
             del self.items[kind][item_id]
         else:
             self.items[kind][item_id] = item
+            if kind not in self.written:
+                self.written[kind] = {fields: {} for fields in UNIQUE[kind]}
+            _index_item(self.written[kind], item)
 
     def undo(self) -> None:
         self.undo_record.put_back(self.items)
@@ -425,16 +435,18 @@ class _Staging:
                 raise Refused("not_found", f"No group with id {missing[0]} (field group_ids).")
 
     def _check_unique(self, kind: str, item: dict[str, Any]) -> None:
-        # Who else could hold these values: their holder in the state's index, or an item this batch touched.
-        kind_index = self.state.unique_index()[kind]
-        touched = {item_id for touched_kind, item_id in self.replaced if touched_kind == kind}
+        # Who could hold these values: their holders before this batch (the state's index) or in it (`written`).
+        # Either may name an item the batch has changed since: each candidate's values are compared as they are now.
+        indexes = [self.state.unique_index()[kind], self.written.get(kind, {})]
         for fields in UNIQUE[kind]:
             values = _unique_values(item, fields)
             if values is None:
                 continue
-            # Unhashable values are not indexed: compare them with every item, as before the index.
-            holders = kind_index[fields].get(values, set()) if _hashable(values) else set(self.items[kind])
-            for other_id in touched | holders:
+            if _hashable(values):
+                holders = set().union(*(index.get(fields, {}).get(values, ()) for index in indexes))
+            else:  # unhashable values are not indexed: compare them with every item, as before the index
+                holders = set(self.items[kind])
+            for other_id in holders:
                 other = self.items[kind].get(other_id)
                 if other_id != item["id"] and other is not None and _unique_values(other, fields) == values:
                     described = ", ".join(f"{field}={value!r}" for field, value in zip(fields, values, strict=True))

@@ -222,6 +222,29 @@ def test_roll_back_returns_to_the_checkpoint_whatever_applied_since():
     empty.roll_back(checkpoint)
     assert empty.is_empty() and empty.seq == 0
 
+    # Batches, then a restore (the state had become empty), then more: all of it undone.
+    before, digest = _snapshot(state), state.digest()
+    checkpoint = state.checkpoint()
+    state.apply(batch(update("node", 2, {"zone": "gone"})))
+    state.apply(batch(*({"op": "delete", "kind": "node", "id": node_id} for node_id in list(state.items["node"]))))
+    assert state.is_empty()
+    assert state.apply({"key": "r2", "restore": document})["status"] == "ok"
+    state.apply(batch(create("node", name="after-restore")))
+    state.roll_back(checkpoint)
+    assert _snapshot(state) == before and state.digest() == digest
+
+
+def test_one_batch_of_thousands_of_creates_checks_each_name_against_the_others():
+    state = DesiredState()
+    state.apply(batch(create("policy", name="existing")))
+    names = [f"p{index}" for index in range(3000)]
+    clash = state.apply(batch(*(create("policy", name=name) for name in [*names, "p1500"])))
+    assert clash["status"] == "conflict" and "p1500" in clash["message"]
+    assert state.apply(batch(create("policy", name="existing")))["status"] == "conflict"
+    assert len(state.items["policy"]) == 1  # the refused batch left nothing behind
+    assert state.apply(batch(*(create("policy", name=name) for name in names)))["status"] == "ok"
+    assert len(state.items["policy"]) == 3001
+
 
 def test_uniqueness_holds_within_a_batch_and_across_renames_and_deletes():
     state = DesiredState()
