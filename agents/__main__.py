@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Celery and its app load only once the arguments are checked: `--help` and a missing broker stay quick.
     from agents.worker import app, configure, queue_name
 
     configure(config, args.broker)

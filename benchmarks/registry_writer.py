@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from meshcore import registry
     from meshcore.models import Policy
-    from meshcore.replication.service import control_socket_path
+    from meshcore.replication.control import control_socket_path
 
     if not control_socket_path().exists():
         # Without it the registry would start a replica of its own on the running one's address.

@@ -41,7 +41,6 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,8 +48,9 @@ from typing import Any
 import httpx
 
 from benchmarks.common import conclude, percentile, say, yardstick_ms
-from tests.replication.cluster import Cluster, ReplicaProcess
-from tests.site.helpers import REPO
+from devtools.cluster import Cluster, ReplicaProcess
+from devtools.serve import REPO
+from devtools.waiting import wait_until
 
 PROFILES = ("tuned", "pysyncobj-defaults")
 GOALS = {
@@ -63,6 +63,8 @@ GOALS = {
 SPEC = {"scope": "global", "max_concurrent": 1}
 # The registry's words for a write that was refused before anything could apply.
 REFUSED_MARK = "nothing was written"
+# How often waits look: the failover and restart figures end when a wait sees its condition.
+POLL_S = 0.02
 
 
 # ---- small helpers -------------------------------------------------------------------------
@@ -89,23 +91,9 @@ def status(replica: ReplicaProcess) -> dict[str, Any] | None:
     return (answer or {}).get("status")
 
 
-def running(cluster: Cluster) -> list[ReplicaProcess]:
-    return [r for r in cluster.replicas if r.process is not None and r.process.poll() is None]
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"{what} within {timeout:.0f} s")
-
-
 def leader_of(cluster: Cluster) -> ReplicaProcess | None:
     """The leader every running replica agrees on, with a quorum; None while they do not agree."""
-    views = [status(r) for r in running(cluster)]
+    views = [status(r) for r in cluster.running()]
     if not views or any(v is None or not v.get("has_quorum") for v in views):
         return None
     leaders = {v.get("leader") for v in views}
@@ -117,7 +105,7 @@ def leader_of(cluster: Cluster) -> ReplicaProcess | None:
 
 def converged(cluster: Cluster) -> list[dict[str, Any]] | None:
     """Every replica running, agreeing on the leader, with equal digests and its database caught up."""
-    if len(running(cluster)) != len(cluster.replicas) or leader_of(cluster) is None:
+    if len(cluster.running()) != len(cluster.replicas) or leader_of(cluster) is None:
         return None
     views = [status(r) for r in cluster.replicas]
     if any(v is None or v["state_seq"] != v["projected_seq"] for v in views):
@@ -204,19 +192,16 @@ class BenchCluster:
             replica.start()
         for replica in self.replicas:
             replica.wait_http(60)
-        wait_for(lambda: converged(self.cluster), 60, "no agreed leader")
-        admin = first.manage("ensure_admin")
-        assert admin.returncode == 0, admin.stderr
-        issued = first.manage("apitoken", "issue", "admin", "benchmark")
-        assert issued.returncode == 0, issued.stderr
-        self.token = issued.stdout.strip().splitlines()[-1]
+        wait_until(lambda: converged(self.cluster), 60, "no agreed leader", interval=POLL_S)
+        self.cluster.ensure_admin()
+        self.token = self.cluster.issue_token(name="benchmark")
         return time.monotonic() - started
 
     def stop(self) -> None:
         self.cluster.stop()
 
     def leader(self) -> ReplicaProcess:
-        return wait_for(lambda: leader_of(self.cluster), 30, "no agreed leader")
+        return wait_until(lambda: leader_of(self.cluster), 30, "no agreed leader", interval=POLL_S)
 
     def follower(self) -> ReplicaProcess:
         leader = self.leader()
@@ -408,7 +393,7 @@ class BenchCluster:
         old_address = old.raft_address
         survivors = [r for r in self.replicas if r is not old]
         pool = self.start_writers(survivors, f"f{trial}")
-        wait_for(lambda: pool.acked_count() >= 10, 30, "writers did not get going before the kill")
+        wait_until(lambda: pool.acked_count() >= 10, 30, "writers did not get going before the kill", interval=POLL_S)
         killed_at = time.monotonic()
         os.kill(old.process.pid, signal.SIGKILL)
         elected_at: float | None = None
@@ -422,10 +407,7 @@ class BenchCluster:
                 elected_at = time.monotonic()
             return pool.first_ack_after(killed_at) is not None and elected_at is not None
 
-        try:
-            wait_for(new_leader, 30, "no write was committed after the leader was killed")
-        except TimeoutError:
-            pass
+        wait_until(new_leader, 30, interval=POLL_S)  # none within 30 s: the figures below say inf
         first = pool.first_ack_after(killed_at)
         time.sleep(0.3)
         pool.stop()
@@ -433,7 +415,7 @@ class BenchCluster:
         old.start()
         old.wait_http(60)
         recovered = time.monotonic()
-        wait_for(lambda: converged(self.cluster), 60, "the killed leader did not catch up")
+        wait_until(lambda: converged(self.cluster), 60, "the killed leader did not catch up", interval=POLL_S)
         return {
             "first_write_s": (first - killed_at) if first is not None else float("inf"),
             "new_leader_s": (elected_at - killed_at) if elected_at is not None else float("inf"),
@@ -446,7 +428,7 @@ class BenchCluster:
     def restart_round(self, number: int, min_acked: int) -> dict[str, Any]:
         """Write, SIGKILL all three at once, restart, and check every acknowledged write everywhere."""
         pool = self.start_writers(self.replicas, f"r{number}")
-        wait_for(lambda: pool.acked_count() >= min_acked, 120, f"round {number}: writers stalled")
+        wait_until(lambda: pool.acked_count() >= min_acked, 120, f"round {number}: writers stalled", interval=POLL_S)
         kill_all(self.replicas)
         pool.stop()
         restarted_at = time.monotonic()
@@ -454,11 +436,15 @@ class BenchCluster:
             replica.start()
         probe = self.start_writers([self.replicas[number % len(self.replicas)]], f"r{number}-probe")
         try:
-            wait_for(lambda: probe.acked_count() >= 1, 120, f"round {number}: no write after the restart")
+            wait_until(
+                lambda: probe.acked_count() >= 1, 120, f"round {number}: no write after the restart", interval=POLL_S
+            )
             first_write = time.monotonic() - restarted_at
         finally:
             probe.stop()
-        views = wait_for(lambda: converged(self.cluster), 120, f"round {number}: the replicas did not converge")
+        views = wait_until(
+            lambda: converged(self.cluster), 120, f"round {number}: the replicas did not converge", interval=POLL_S
+        )
         check = self.check_writes()
         return {
             "round": number,

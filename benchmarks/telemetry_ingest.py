@@ -1,6 +1,6 @@
 """Telemetry ingest benchmark: one control-plane process, simulated nodes of 8 GPUs, one subscriber.
 
-What it measures, on the lean ASGI ingest path (`meshcore.state.asgi`, the default) and, in the
+What it measures, on the lean ASGI ingest path (`meshcore.live.asgi`, the default) and, in the
 same run, on the Django/DRF view (`MESH_TELEMETRY_PATH=django`) as the baseline:
 
 - paced: 100 and 1,000 nodes, each reporting once a second (spread evenly over the second):
@@ -50,7 +50,7 @@ import httpx
 from benchmarks import telemetry_load
 from benchmarks.common import conclude, percentile, say
 from benchmarks.telemetry_load import GPUS_PER_NODE, FleetPlan, RunResult, SubscriberPlan, SubscriberResult
-from tests.site.helpers import ServeProcess, clean_env, manage
+from devtools.serve import ServeProcess, clean_env, manage
 
 PATHS = ("lean", "django")
 GOAL_SAMPLES_PER_S = 10_000.0

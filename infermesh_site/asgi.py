@@ -21,10 +21,10 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from infermesh_site.routing import websocket_urlpatterns  # noqa: E402
+from infermesh_site.ws_urls import websocket_urlpatterns  # noqa: E402
 from meshcore.channel_bridge import remember_server_loop  # noqa: E402
+from meshcore.live.asgi import telemetry_app  # noqa: E402
 from meshcore.proxy.app import proxy_app  # noqa: E402
-from meshcore.state.asgi import telemetry_app  # noqa: E402
 
 PROXY_PREFIX = "/proxy/"
 TELEMETRY_PATH = "/api/v1/telemetry/"

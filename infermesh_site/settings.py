@@ -271,6 +271,9 @@ MESH_EVENT_PRUNE_INTERVAL = env_int("MESH_EVENT_PRUNE_INTERVAL", 300, minimum=1,
 MESH_TELEMETRY_PATH = env_choice("MESH_TELEMETRY_PATH", "lean", ("lean", "django"))
 MESH_TELEMETRY_HISTORY_POINTS = env_int("MESH_TELEMETRY_HISTORY_POINTS", 300, minimum=10, maximum=86400)
 MESH_LIVE_STATE_PREFIX = env_str("MESH_LIVE_STATE_PREFIX") or "infermesh:live:"
+# Runtime discovery: a Triton an agent reports that nobody registered is registered through the
+# log (event RUNTIME_DISCOVERED); off, it is ignored until an operator registers it.
+MESH_RUNTIME_DISCOVERY = env_bool("MESH_RUNTIME_DISCOVERY", True)
 # The embedded agent collects for this machine inside `serve` when no broker is configured.
 MESH_LOCAL_AGENT = env_choice("MESH_LOCAL_AGENT", "auto", ("auto", "on", "off"))
 MESH_LOCAL_NODE = env_str("MESH_LOCAL_NODE") or ""

@@ -19,6 +19,10 @@ from django.conf import settings
 
 from agents.agent import Agent, AgentConfig, TritonTarget
 from agents.report import SendFailed
+from meshcore import registry
+from meshcore.live.parts import telemetry_ingest
+from meshcore.live.reports import ReportInvalid, parse_report
+from meshcore.models import Node
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +52,6 @@ class InProcessSink:
         self.node = node
 
     def send(self, report: dict[str, Any]) -> dict[str, Any]:
-        from meshcore.state.reports import ReportInvalid, parse_report
-        from meshcore.state.service import telemetry_ingest
-
         try:
             return telemetry_ingest().ingest(parse_report(report)).as_json()
         except ReportInvalid as invalid:
@@ -61,9 +62,6 @@ class InProcessSink:
 
 def register_local_node(name: str) -> bool:
     """Make sure the local node exists in the registry; False while there is no quorum yet."""
-    from meshcore import registry
-    from meshcore.models import Node
-
     if Node.objects.filter(name=name).exists():
         return True
     try:

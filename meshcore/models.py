@@ -15,7 +15,7 @@ from django.contrib.auth.models import AbstractUser, Group, UserManager
 from django.db import models
 from django.utils import timezone
 
-from meshcore.replication.projection import require_projecting
+from meshcore.writeguard import UserWrites, is_projecting, require_projecting
 
 
 class ReplicatedQuerySet(models.QuerySet):
@@ -86,26 +86,18 @@ class User(ReplicatedModel, AbstractUser):
     def save(self, *args: Any, **kwargs: Any) -> None:
         """Django's own flows (createsuperuser, password changes, auth forms) save users directly:
         outside the apply path that save becomes a registry write, committed on a quorum."""
-        from meshcore.replication.projection import is_projecting
-
         update_fields = kwargs.get("update_fields")
         if is_projecting() or (update_fields is not None and set(update_fields) <= set(self.OBSERVED_FIELDS)):
             models.Model.save(self, *args, **kwargs)
             return
-        from meshcore import registry
-
-        registry.save_user(actor=None, user=self)
+        UserWrites.saving(self)
         self._state.adding = False
         self._state.db = "default"
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
-        from meshcore.replication.projection import is_projecting
-
         if is_projecting():
             return models.Model.delete(self, *args, **kwargs)
-        from meshcore import registry
-
-        registry.delete_user(actor=None, user=self)
+        UserWrites.deleting(self)
         return 1, {self._meta.label: 1}
 
 
@@ -334,6 +326,9 @@ class EventType(models.TextChoices):
     RUNTIME_CREATED = "RUNTIME_CREATED"
     RUNTIME_UPDATED = "RUNTIME_UPDATED"
     RUNTIME_DELETED = "RUNTIME_DELETED"
+    RUNTIME_DISCOVERED = "RUNTIME_DISCOVERED"
+    TARGET_EJECTED = "TARGET_EJECTED"
+    TARGET_RESTORED = "TARGET_RESTORED"
     POLICY_CREATED = "POLICY_CREATED"
     POLICY_UPDATED = "POLICY_UPDATED"
     POLICY_DELETED = "POLICY_DELETED"

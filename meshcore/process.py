@@ -11,6 +11,14 @@ import logging
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from django.conf import settings
+
+from meshcore.event_retention import EventPruner
+from meshcore.live.parts import fleet_mirror, health_sweeper, telemetry_publisher
+from meshcore.local_agent import LocalAgentPart
+from meshcore.replication.control import ControlServer, control_socket_path
+from meshcore.replication.log import ReplicaPart, installed_replica
+
 logger = logging.getLogger(__name__)
 
 
@@ -24,8 +32,6 @@ class BackgroundPart(Protocol):
 
 def telemetry_parts() -> list[BackgroundPart]:
     """Live state: the mirror into the database, the telemetry publisher, the health sweeper."""
-    from meshcore.state.service import fleet_mirror, health_sweeper, telemetry_publisher
-
     return [fleet_mirror(), telemetry_publisher(), health_sweeper()]
 
 
@@ -35,20 +41,12 @@ class MeshProcess:
 
     @classmethod
     def from_settings(cls) -> MeshProcess:
-        from django.conf import settings
-
-        from meshcore.event_retention import EventPruner
-
         parts: list[BackgroundPart] = []
         if settings.MESH_REPLICATION == "raft":
-            from meshcore.replication.service import ControlServer, ReplicaPart, control_socket_path
-
-            parts += [ReplicaPart(), ControlServer(control_socket_path())]
+            parts += [ReplicaPart(), ControlServer(control_socket_path(), installed_replica)]
         parts.append(EventPruner())
         parts += telemetry_parts()
         if settings.MESH_LOCAL_AGENT == "on" or (settings.MESH_LOCAL_AGENT == "auto" and not settings.MESH_BROKER_SET):
-            from meshcore.local_agent import LocalAgentPart
-
             parts.append(LocalAgentPart())
         return cls(parts=parts)
 

@@ -13,7 +13,7 @@ from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
 from meshcore import registry
-from meshcore.replication.service import local_log
+from meshcore.replication.log import local_log
 
 PASSWORD = "correct-horse-battery-staple"
 
@@ -36,11 +36,16 @@ def viewer(db):
     return get_user_model().objects.create_user("victor", password=PASSWORD)
 
 
+def signed_in(user) -> APIClient:
+    """An API client with a session of `user`, as a browser that signed in has."""
+    client = APIClient()
+    client.force_login(user)
+    return client
+
+
 @pytest.fixture
 def operator_client(operator) -> APIClient:
-    client = APIClient()
-    client.force_login(operator)
-    return client
+    return signed_in(operator)
 
 
 @pytest.fixture
@@ -53,9 +58,7 @@ def operator_token_client(operator) -> APIClient:
 
 @pytest.fixture
 def viewer_client(viewer) -> APIClient:
-    client = APIClient()
-    client.force_login(viewer)
-    return client
+    return signed_in(viewer)
 
 
 @pytest.fixture

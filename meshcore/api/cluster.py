@@ -9,8 +9,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from meshcore.replication.log import change_membership, current_status
 from meshcore.replication.raft import NoQuorum
-from meshcore.replication.service import change_membership, current_status
 
 
 class ClusterPeerSerializer(serializers.Serializer):

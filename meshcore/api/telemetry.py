@@ -1,6 +1,6 @@
 """`POST /api/v1/telemetry/` through Django and DRF.
 
-The ASGI application serves this path on the lean handler (`meshcore.state.asgi`); this
+The ASGI application serves this path on the lean handler (`meshcore.live.asgi`); this
 view does the same work and exists for the OpenAPI schema, for WSGI deployments, and as
 the baseline the ingest benchmark compares against (`MESH_TELEMETRY_PATH=django`).
 """
@@ -17,8 +17,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from meshcore.state.asgi import handle_report
-from meshcore.state.node_auth import node_tokens
+from meshcore.live.asgi import handle_report
+from meshcore.live.node_auth import node_tokens
 
 
 class NodeAgent:

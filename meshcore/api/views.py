@@ -16,9 +16,9 @@ from rest_framework.response import Response
 
 from meshcore import registry
 from meshcore.api import filters, serializers
+from meshcore.live.readers import read_live
+from meshcore.live.store import live_store
 from meshcore.models import ApiToken, Event, Gpu, Model, ModelInstance, Node, Policy, Runtime
-from meshcore.state.live import read_live
-from meshcore.state.store import live_store
 
 logger = logging.getLogger(__name__)
 

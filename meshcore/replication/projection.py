@@ -10,106 +10,27 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from typing import Any
 
-from django.contrib.auth.models import Group, Permission
+from django.apps import apps
+from django.contrib.auth.models import Permission
+from django.core.cache import cache
 from django.db import models, transaction
+from django.utils import timezone
 
+from meshcore.kinds import DESIRED_FIELDS, KIND_TABLE, KINDS
+from meshcore.models import ProjectionState
 from meshcore.replication import rows
-from meshcore.replication.state import KINDS, DesiredState
+from meshcore.replication.desired import DesiredState
+from meshcore.replication.hooks import projection_hooks
+from meshcore.writeguard import projecting
 
 logger = logging.getLogger(__name__)
 
-_projecting: ContextVar[bool] = ContextVar("projecting", default=False)
-
-
-class DirectWriteError(RuntimeError):
-    """A write to a replicated table that did not come through the log."""
-
-
-@contextmanager
-def projecting() -> Iterator[None]:
-    """Marks writes as coming from the apply path (the only place replicated tables change)."""
-    token = _projecting.set(True)
-    try:
-        yield
-    finally:
-        _projecting.reset(token)
-
-
-def is_projecting() -> bool:
-    return _projecting.get()
-
-
-def require_projecting(model: type[models.Model] | models.Model, action: str) -> None:
-    if not _projecting.get():
-        name = getattr(model, "_meta", None).label if hasattr(model, "_meta") else str(model)
-        raise DirectWriteError(
-            f"{action} on {name} bypasses replication. Change desired state through meshcore.registry, "
-            "which commits it to the Raft log on a quorum before any database sees it."
-        )
-
 
 def kind_models() -> dict[str, type[models.Model]]:
-    from meshcore.models import ApiToken, Model, Node, NodeToken, Policy, Runtime, User
-
-    return {
-        "group": Group,
-        "user": User,
-        "node": Node,
-        "node_token": NodeToken,
-        "model": Model,
-        "runtime": Runtime,
-        "policy": Policy,
-        "api_token": ApiToken,
-    }
-
-
-# The fields each kind replicates; observed fields (health, last_seen, ...) are not among them.
-DESIRED_FIELDS: dict[str, tuple[str, ...]] = {
-    "group": ("name",),
-    "user": (
-        "username",
-        "password",
-        "email",
-        "first_name",
-        "last_name",
-        "is_active",
-        "is_staff",
-        "is_superuser",
-        "date_joined",
-    ),
-    "node": ("name", "address", "roles", "zone", "labels", "draining", "version", "created_at", "updated_at"),
-    "node_token": ("node_id", "digest", "prefix", "issued_at", "revoked_at"),
-    "model": ("name", "revision", "platform", "config", "description", "version", "created_at", "updated_at"),
-    "runtime": ("node_id", "name", "http_url", "grpc_url", "metrics_url", "version", "created_at", "updated_at"),
-    "policy": (
-        "name",
-        "kind",
-        "spec",
-        "enabled",
-        "priority",
-        "description",
-        "owner_id",
-        "version",
-        "created_at",
-        "updated_at",
-    ),
-    "api_token": (
-        "name",
-        "user_id",
-        "tenant_id",
-        "digest",
-        "prefix",
-        "created_at",
-        "expires_at",
-        "revoked_at",
-        "version",
-    ),
-}
+    """Each replicated kind's Django model, from the kinds table."""
+    return {kind.name: apps.get_model(kind.model) for kind in KIND_TABLE}
 
 
 def column_values(model: type[models.Model], kind: str, item: dict[str, Any]) -> dict[str, Any]:
@@ -232,3 +153,85 @@ class AppliedIndex:
     def wait_for(self, seq: int, timeout: float) -> bool:
         with self._condition:
             return self._condition.wait_for(lambda: self._applied >= seq, timeout=timeout)
+
+
+# A projected batch, its result and the events its projection recorded, for `announce`.
+Projected = tuple[dict[str, Any], dict[str, Any], list[Any]]
+
+
+class DatabaseProjection:
+    """Applies committed batches to this replica's database, once each, with their events."""
+
+    def __init__(self) -> None:
+        self.applied = AppliedIndex()
+
+    def prepare(self) -> None:
+        row = ProjectionState.objects.filter(pk=1).first()
+        self.applied.advance(row.applied_seq if row else 0)
+
+    def apply_committed(self, batch: dict[str, Any], result: dict[str, Any]) -> None:
+        self.apply_committed_group([(batch, result)])
+
+    def apply_committed_group(self, committed: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+        """Project batches in their commit order, then announce their events."""
+        self.announce(self.project_group(committed))
+
+    def project_group(self, committed: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[Projected]:
+        """Write batches in their commit order, in one transaction (under load, one commit for many).
+
+        Returns what `announce` publishes: the caller may leave that to another thread.
+        """
+        projected = []
+        applied = self.applied.value
+        # Batches replayed from the journal at start are already in this database.
+        fresh = [(batch, result) for batch, result in committed if result["seq"] > applied]
+        with transaction.atomic():
+            # Claim the sequence numbers first: a batch this database already has changes nothing.
+            # One claim for the whole group when none of it is here yet; else one per batch.
+            claimed = bool(fresh) and rows.update_where(
+                ProjectionState,
+                {"applied_seq": fresh[-1][1]["seq"], "updated_at": timezone.now()},
+                {"id": 1},
+                below={"applied_seq": fresh[0][1]["seq"]},
+            )
+            for batch, result in fresh:
+                seq = result["seq"]
+                if seq <= applied:
+                    continue  # the same batch twice in a group, or one another process projected
+                claim = {"applied_seq": seq, "updated_at": timezone.now()}
+                if not claimed and not rows.update_where(ProjectionState, claim, {"id": 1}, below={"applied_seq": seq}):
+                    row, created = ProjectionState.objects.get_or_create(pk=1, defaults={"applied_seq": seq})
+                    if not created:
+                        applied = max(applied, row.applied_seq)
+                        continue
+                apply_changes(result["changes"])
+                projected.append((batch, result, projection_hooks.record_events(batch, result)))
+                applied = seq
+        self.applied.advance(applied)
+        projection_hooks.projected([(batch, result) for batch, result, _ in projected])
+        return projected
+
+    def announce(self, projected: list[Projected]) -> None:
+        """Publish the events of projected batches to this process's channel layer (best effort)."""
+        announced = []
+        for batch, result, events in projected:
+            # Several replicas may share one channel layer: the first to project a change announces it.
+            if (
+                events
+                and result.get("announce", True)
+                and cache.add(f"infermesh:event-published:{batch.get('key')}:{result['seq']}", 1, timeout=3600)
+            ):
+                announced.extend(events)
+        projection_hooks.publish_events(announced)  # one hop to the server's loop for them all
+
+    def rebuild_from(self, state: DesiredState) -> None:
+        if state.seq <= self.applied.value:
+            return
+        with transaction.atomic():
+            rebuild(state)
+            ProjectionState.objects.update_or_create(
+                pk=1, defaults={"applied_seq": state.seq, "updated_at": timezone.now()}
+            )
+        self.applied.advance(state.seq)
+        projection_hooks.projected(None)
+        logger.info("rebuilt the database projection from a snapshot at seq %d", state.seq)

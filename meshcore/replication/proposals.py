@@ -17,7 +17,7 @@ from typing import Any
 
 from pysyncobj import FAIL_REASON
 
-from meshcore.replication.state import LOG_FORMAT
+from meshcore.replication.desired import LOG_FORMAT
 
 logger = logging.getLogger(__name__)
 MAX_GROUP = 64  # batches in one entry at most; the rest go in the next

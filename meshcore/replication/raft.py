@@ -30,9 +30,9 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replic
 
 from meshcore.replication import framing
 from meshcore.replication.cipher import RaftCipher
+from meshcore.replication.desired import LOG_FORMAT, DesiredState
 from meshcore.replication.projector import NOW, SOON, WRITER, Projector
 from meshcore.replication.proposals import ProposalQueue
-from meshcore.replication.state import LOG_FORMAT, DesiredState
 
 logger = logging.getLogger(__name__)
 

@@ -31,6 +31,8 @@ from typing import Any, TypeVar
 
 from django.db import connections, models
 
+from meshcore.writeguard import require_projecting
+
 Fields = tuple[models.Field, ...]
 ModelT = TypeVar("ModelT", bound=models.Model)
 
@@ -145,8 +147,6 @@ def _driver_cursor(connection: Any) -> Any:
 def _guard(model: type[models.Model], action: str) -> None:
     # These statements skip the models' own guards: a replicated table still takes them only from the projection.
     if hasattr(model, "OBSERVED_FIELDS"):
-        from meshcore.replication.projection import require_projecting  # projection imports this module
-
         require_projecting(model, action)
 
 

@@ -7,14 +7,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 
 import httpx
 import pytest
 from celery import Celery
 
-from tests.site.helpers import REPO
+from devtools.serve import REPO
+from devtools.waiting import wait_until
 
 BROKER = "redis://127.0.0.1:6379/4"
 
@@ -27,12 +27,8 @@ def model_state(triton, name: str) -> str | None:
 
 
 def wait_for(condition, timeout: float, what: str, log_path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{what} within {timeout}s; agent log:\n{log_path.read_text()[-3000:]}")
+    if not wait_until(condition, timeout, interval=0.2):
+        raise AssertionError(f"{what} within {timeout}s; agent log:\n{log_path.read_text()[-3000:]}")
 
 
 @pytest.fixture

@@ -14,75 +14,19 @@ import pytest
 import tritonclient.http.aio as triton_http
 from tritonclient.utils import InferenceServerException
 
-from agents import triton_server
 from agents.triton import TritonCollector, TritonError, parse_metrics
-from agents.triton_server import LocalTriton, TritonNotInstalled, TritonStartError, free_port
+from devtools import triton_server
+from devtools.ports import free_port
+from devtools.triton_server import LocalTriton, TritonNotInstalled, TritonStartError
 from tests.agents.triton_fixtures import infer, until
 
 RATE_FIELDS = ("success_per_s", "failure_per_s", "inference_per_s")
 TIME_FIELDS = ("queue_time_ms", "compute_time_ms", "latency_ms")
 
+DATA = Path(__file__).parent / "data"
 # Captured from tritonserver 2.51 (nvidia-pytriton 0.7.0) while `slow` had two requests waiting
-# and `echo` had answered three requests and failed one (backslashes only wrap long lines).
-CAPTURED_METRICS = """\
-# HELP nv_inference_request_success Number of successful inference requests, all batch sizes
-# TYPE nv_inference_request_success counter
-nv_inference_request_success{model="slow",version="1"} 1
-nv_inference_request_success{model="echo",version="1"} 3
-# HELP nv_inference_request_failure Number of failed inference requests, all batch sizes
-# TYPE nv_inference_request_failure counter
-nv_inference_request_failure{model="slow",reason="OTHER",version="1"} 0
-nv_inference_request_failure{model="slow",reason="CANCELED",version="1"} 0
-nv_inference_request_failure{model="slow",reason="BACKEND",version="1"} 0
-nv_inference_request_failure{model="slow",reason="REJECTED",version="1"} 0
-nv_inference_request_failure{model="echo",reason="OTHER",version="1"} 0
-nv_inference_request_failure{model="echo",reason="CANCELED",version="1"} 0
-nv_inference_request_failure{model="echo",reason="BACKEND",version="1"} 1
-nv_inference_request_failure{model="echo",reason="REJECTED",version="1"} 0
-# HELP nv_inference_count Number of inferences performed (does not \
-include cached requests)
-# TYPE nv_inference_count counter
-nv_inference_count{model="slow",version="1"} 1
-nv_inference_count{model="echo",version="1"} 3
-# HELP nv_inference_exec_count Number of model executions performed (does not \
-include cached requests)
-# TYPE nv_inference_exec_count counter
-nv_inference_exec_count{model="slow",version="1"} 1
-nv_inference_exec_count{model="echo",version="1"} 4
-# HELP nv_inference_request_duration_us Cumulative inference request duration in microseconds (includes cached requests)
-# TYPE nv_inference_request_duration_us counter
-nv_inference_request_duration_us{model="slow",version="1"} 232128
-nv_inference_request_duration_us{model="echo",version="1"} 38826
-# HELP nv_inference_queue_duration_us Cumulative inference queuing duration in microseconds (includes cached requests)
-# TYPE nv_inference_queue_duration_us counter
-nv_inference_queue_duration_us{model="slow",version="1"} 35
-nv_inference_queue_duration_us{model="echo",version="1"} 144
-# HELP nv_inference_compute_input_duration_us Cumulative compute input duration in microseconds (does not \
-include cached requests)
-# TYPE nv_inference_compute_input_duration_us counter
-nv_inference_compute_input_duration_us{model="slow",version="1"} 25
-nv_inference_compute_input_duration_us{model="echo",version="1"} 212
-# HELP nv_inference_compute_infer_duration_us Cumulative compute inference duration in microseconds (does not \
-include cached requests)
-# TYPE nv_inference_compute_infer_duration_us counter
-nv_inference_compute_infer_duration_us{model="slow",version="1"} 231876
-nv_inference_compute_infer_duration_us{model="echo",version="1"} 38059
-# HELP nv_inference_compute_output_duration_us Cumulative inference compute output duration in microseconds (does not \
-include cached requests)
-# TYPE nv_inference_compute_output_duration_us counter
-nv_inference_compute_output_duration_us{model="slow",version="1"} 185
-nv_inference_compute_output_duration_us{model="echo",version="1"} 398
-# HELP nv_inference_pending_request_count Instantaneous number of pending requests awaiting execution per-model.
-# TYPE nv_inference_pending_request_count gauge
-nv_inference_pending_request_count{model="slow",version="1"} 2
-nv_inference_pending_request_count{model="echo",version="1"} 0
-# HELP nv_pinned_memory_pool_total_bytes Pinned memory pool total memory size, in bytes
-# TYPE nv_pinned_memory_pool_total_bytes gauge
-nv_pinned_memory_pool_total_bytes 0
-# HELP nv_cpu_utilization CPU utilization rate [0.0 - 1.0]
-# TYPE nv_cpu_utilization gauge
-nv_cpu_utilization 0
-"""
+# and `echo` had answered three requests and failed one.
+CAPTURED_METRICS = (DATA / "triton_metrics_slow_and_echo.txt").read_text()
 
 
 def model(sample: dict, name: str) -> dict:

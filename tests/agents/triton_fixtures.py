@@ -21,11 +21,9 @@ import pytest
 import tritonclient.http.aio as triton_http
 
 from agents.triton import TritonCollector
-from agents.triton_server import LocalTriton
+from devtools.triton_server import EXAMPLE_MODELS, LocalTriton
 
 T = TypeVar("T")
-
-EXAMPLE_MODELS = Path(__file__).resolve().parents[2] / "examples" / "models"
 
 
 @pytest.fixture(scope="session")

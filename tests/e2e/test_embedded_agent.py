@@ -9,9 +9,9 @@ import httpx
 import numpy as np
 import pytest
 
-from agents.triton_server import LocalTriton
-from tests.e2e.fleet import ControlPlane, dumps, wait_until
-from tests.site.helpers import REPO
+from devtools.fleet import ControlPlane, dumps
+from devtools.triton_server import EXAMPLE_MODELS, LocalTriton
+from devtools.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.timeout(240)
 @pytest.fixture(scope="module")
 def local_triton(tmp_path_factory):
     repository = tmp_path_factory.mktemp("embedded") / "models"
-    shutil.copytree(REPO / "examples" / "models", repository, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(EXAMPLE_MODELS, repository, ignore=shutil.ignore_patterns("__pycache__"))
     with LocalTriton(repository, load_models=["echo", "slow"]) as server:
         yield server
 

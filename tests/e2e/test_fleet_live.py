@@ -10,7 +10,8 @@ import time
 import pytest
 import websockets
 
-from tests.e2e.fleet import AgentProcess, ControlPlane, dumps, wait_until
+from devtools.fleet import AgentProcess, ControlPlane, dumps
+from devtools.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(240)
 

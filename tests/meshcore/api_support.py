@@ -48,7 +48,7 @@ def make_group(name: str) -> Group:
 def commit_ops(*ops: dict[str, Any]) -> None:
     """Commit raw operations through the registry's log, for states no registry call makes
     (a token whose expiry has passed) or undoes (a token deleted rather than revoked)."""
-    registry._commit("setup", list(ops), [])
+    registry.commit("setup", list(ops), [])
 
 
 def make_gpu(node: Node, index: int = 0, **kwargs: Any) -> Gpu:

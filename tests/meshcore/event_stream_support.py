@@ -66,3 +66,21 @@ def api_token_header(actor: Any, user: Any) -> tuple[bytes, bytes]:
 
 async def record(event_type: str, node: str = "gpu-a", **data: Any) -> Event:
     return await database_sync_to_async(record_event)(event_type, node_name=node, data=data)
+
+
+async def record_unhealthy() -> Event:
+    """The event both streams are followed with from end to end: gpu-a unhealthy, seen by the system."""
+    return await record("NODE_UNHEALTHY", reason="missed 3 report intervals")
+
+
+def unhealthy_message(event: Event) -> dict[str, Any]:
+    """What a subscriber receives for `record_unhealthy`'s event: the WebSocket message, the SSE frame's data."""
+    return {
+        "kind": "event",
+        "id": event.pk,
+        "type": "NODE_UNHEALTHY",
+        "time": event.created_at.isoformat(),
+        "node": "gpu-a",
+        "actor": "system",
+        "data": {"reason": "missed 3 report intervals"},
+    }

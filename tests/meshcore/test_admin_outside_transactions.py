@@ -1,5 +1,5 @@
 """The admin writes through the registry outside any transaction, as it must under Raft: a
-registry write waits for the projection, which another thread writes (`registry._commit`
+registry write waits for the projection, which another thread writes (`registry.commit`
 refuses to run inside `transaction.atomic()` there). Django's admin wraps its change,
 add and delete views in one; these tests run without the test's own transaction and fail
 if a proposal is made inside any."""
@@ -13,15 +13,14 @@ from django.urls import reverse
 
 from meshcore import registry
 from meshcore.models import Model, Node, Policy, User
-from meshcore.replication.service import local_log
+from meshcore.replication.log import local_log
 from tests.conftest import PASSWORD
-from tests.meshcore.admin_support import action, browser_for, loaded_form, messages_of
+from tests.meshcore.admin_support import action, browser_for, loaded_form, messages_of, pin_policy_form
 from tests.meshcore.api_support import make_group
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 NEW_PASSWORD = "another-horse-battery-staple"
-PIN_SPEC = {"model": "resnet50", "nodes": ["gpu-a"]}
 
 
 @pytest.fixture
@@ -61,10 +60,7 @@ def test_it_adds_a_node(operator, proposals):
 
 
 def test_it_changes_a_policy(operator, proposals):
-    policy = registry.create_policy(actor=operator, name="pin-resnet", kind="pin", spec=PIN_SPEC)
-    url = reverse("admin:meshcore_policy_change", args=[policy.pk])
-    browser = browser_for(operator)
-    data = loaded_form(browser.get(url))
+    policy, url, browser, data = pin_policy_form(operator)
     data["priority"] = "5"
 
     response = browser.post(url, data)
@@ -75,10 +71,7 @@ def test_it_changes_a_policy(operator, proposals):
 
 
 def test_it_shows_a_stale_policy_edit_as_a_message(operator, proposals):
-    policy = registry.create_policy(actor=operator, name="pin-resnet", kind="pin", spec=PIN_SPEC)
-    url = reverse("admin:meshcore_policy_change", args=[policy.pk])
-    browser = browser_for(operator)
-    data = loaded_form(browser.get(url))
+    policy, url, browser, data = pin_policy_form(operator)
     registry.update_policy(actor="someone-else", name="pin-resnet", changes={"priority": 3})
     data["priority"] = "5"
 

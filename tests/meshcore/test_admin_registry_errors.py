@@ -7,10 +7,8 @@ from django.urls import reverse
 
 from meshcore import registry
 from meshcore.models import Event, EventType, Node, Policy
-from meshcore.replication.service import local_log
-from tests.meshcore.admin_support import browser_for, loaded_form, messages_of
-
-PIN_SPEC = {"model": "resnet50", "nodes": ["gpu-a"]}
+from meshcore.replication.log import local_log
+from tests.meshcore.admin_support import PIN_SPEC, browser_for, messages_of, pin_policy_form
 
 
 def unavailable(**kwargs):
@@ -18,10 +16,7 @@ def unavailable(**kwargs):
 
 
 def test_it_shows_an_unavailable_registry_on_save(operator, monkeypatch):
-    policy = registry.create_policy(actor=operator, name="pin-resnet", kind="pin", spec=PIN_SPEC)
-    url = reverse("admin:meshcore_policy_change", args=[policy.pk])
-    browser = browser_for(operator)
-    data = loaded_form(browser.get(url))
+    policy, url, browser, data = pin_policy_form(operator)
     data["priority"] = "9"
     monkeypatch.setattr(registry, "update_policy", unavailable)
 

@@ -38,6 +38,38 @@ def stale_change(change: dict) -> dict:
     return {key: f"{value}-again" if isinstance(value, str) else value + 1 for key, value in change.items()}
 
 
+def patch_as_of_version_1(client, url: str, change: dict, version_in: str):
+    """PATCH `change` as a writer who read version 1, with that version in the body (`version_in`
+    "body") or in If-Match ("if_match")."""
+    if version_in == "body":
+        return client.patch(url, {**change, "version": 1}, format="json")
+    return client.patch(url, change, format="json", HTTP_IF_MATCH='"1"')
+
+
+def accepted_at_version_1(client, url: str, change: dict, row, version_in: str) -> None:
+    """The writer read the current version: the change is accepted and moves the row to version 2."""
+    response = patch_as_of_version_1(client, url, change, version_in)
+
+    assert response.status_code == 200, response.content
+    row.refresh_from_db()
+    assert row.version == 2
+
+
+def refused_at_version_1(client, url: str, change: dict, version_in: str):
+    """Someone else's write moves the resource to version 2 first: the writer's change is refused with
+    409 and changes nothing, neither the resource nor the events. The refusal."""
+    bump(client, url, change)
+    snapshot = client.get(url).json()
+    before = last_event_id()
+
+    response = patch_as_of_version_1(client, url, stale_change(change), version_in)
+
+    assert response.status_code == 409, response.content
+    assert client.get(url).json() == snapshot
+    assert events_since(before) == []
+    return response
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_it_answers_the_version_as_an_etag(operator_client, resources, kind):
     url, change, _ = resources[kind]
@@ -55,51 +87,30 @@ def test_it_answers_the_version_as_an_etag(operator_client, resources, kind):
 def test_it_accepts_the_current_version_in_the_body(operator_client, resources, kind):
     url, change, row = resources[kind]
 
-    response = operator_client.patch(url, {**change, "version": 1}, format="json")
-
-    assert response.status_code == 200, response.content
-    row.refresh_from_db()
-    assert row.version == 2
+    accepted_at_version_1(operator_client, url, change, row, "body")
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_it_accepts_the_current_version_in_if_match(operator_client, resources, kind):
     url, change, row = resources[kind]
 
-    response = operator_client.patch(url, change, format="json", HTTP_IF_MATCH='"1"')
-
-    assert response.status_code == 200, response.content
-    row.refresh_from_db()
-    assert row.version == 2
+    accepted_at_version_1(operator_client, url, change, row, "if_match")
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_it_refuses_a_stale_version_in_the_body(operator_client, resources, kind):
     url, change, _ = resources[kind]
-    bump(operator_client, url, change)
-    snapshot = operator_client.get(url).json()
-    before = last_event_id()
 
-    response = operator_client.patch(url, {**stale_change(change), "version": 1}, format="json")
+    response = refused_at_version_1(operator_client, url, change, "body")
 
-    assert response.status_code == 409, response.content
     assert "you sent version 1, it is now 2" in response.json()["detail"]
-    assert operator_client.get(url).json() == snapshot
-    assert events_since(before) == []
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_it_refuses_a_stale_if_match(operator_client, resources, kind):
     url, change, _ = resources[kind]
-    bump(operator_client, url, change)
-    snapshot = operator_client.get(url).json()
-    before = last_event_id()
 
-    response = operator_client.patch(url, stale_change(change), format="json", HTTP_IF_MATCH='"1"')
-
-    assert response.status_code == 409
-    assert operator_client.get(url).json() == snapshot
-    assert events_since(before) == []
+    refused_at_version_1(operator_client, url, change, "if_match")
 
 
 def test_it_refuses_a_stale_version_on_put(operator_client, registered_node):

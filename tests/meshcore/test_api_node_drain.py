@@ -6,6 +6,15 @@ from meshcore.models import Event, EventType, Node
 from tests.meshcore.api_support import API, events_since, last_event_id
 
 
+def post_twice(client, action: str):
+    """POST nodes/gpu-a/<action>/ twice, both answered 200; the second answer."""
+    first = client.post(f"{API}/nodes/gpu-a/{action}/")
+    second = client.post(f"{API}/nodes/gpu-a/{action}/")
+
+    assert (first.status_code, second.status_code) == (200, 200)
+    return second
+
+
 def test_it_drains_a_node(operator_client, registered_node):
     before = last_event_id()
 
@@ -23,10 +32,8 @@ def test_it_drains_a_node(operator_client, registered_node):
 def test_it_drains_only_once(operator_client, registered_node):
     before = last_event_id()
 
-    first = operator_client.post(f"{API}/nodes/gpu-a/drain/")
-    second = operator_client.post(f"{API}/nodes/gpu-a/drain/")
+    second = post_twice(operator_client, "drain")
 
-    assert (first.status_code, second.status_code) == (200, 200)
     assert second.json()["draining"] is True
     assert second.json()["version"] == 2
     assert events_since(before) == [(EventType.NODE_DRAINING, "olivia")]
@@ -36,10 +43,8 @@ def test_it_undrains_a_node_once(operator_client, registered_node):
     operator_client.post(f"{API}/nodes/gpu-a/drain/")
     before = last_event_id()
 
-    first = operator_client.post(f"{API}/nodes/gpu-a/undrain/")
-    second = operator_client.post(f"{API}/nodes/gpu-a/undrain/")
+    second = post_twice(operator_client, "undrain")
 
-    assert (first.status_code, second.status_code) == (200, 200)
     assert second.json()["draining"] is False
     assert second.json()["version"] == 3
     assert Node.objects.get(name="gpu-a").draining is False

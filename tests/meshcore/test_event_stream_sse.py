@@ -15,7 +15,7 @@ from infermesh_site.asgi import application
 from meshcore import events
 from meshcore.api import event_stream
 from meshcore.events import EVENTS_GROUP, TELEMETRY_GROUP, event_message
-from tests.meshcore.event_stream_support import LAYERS, api_token_header, channel_layer, record, session_cookie
+from tests.meshcore.event_stream_support import channel_layer, record, record_unhealthy, unhealthy_message
 
 pytestmark = pytest.mark.django_db(transaction=True)
 PATH = "/api/v1/events/stream/"
@@ -95,21 +95,6 @@ class SseClient:
                 return frame
 
 
-@pytest.fixture(params=LAYERS)
-def use_layer(request, settings):
-    return lambda: channel_layer(request.param, settings)
-
-
-@pytest.fixture
-def viewer_cookie(viewer):
-    return session_cookie(viewer)
-
-
-@pytest.fixture
-def viewer_token(operator, viewer):
-    return api_token_header(operator, viewer)
-
-
 async def test_it_challenges_a_stranger_with_401(use_layer):
     async with use_layer(), SseClient() as client:
         body = json.loads(await client.body())
@@ -130,26 +115,14 @@ async def test_it_refuses_a_node_token_with_401(use_layer, registered_node):
 async def test_it_streams_events_to_a_signed_in_viewer(use_layer, viewer_cookie):
     async with use_layer(), SseClient(viewer_cookie) as client:
         assert await client.frame() == {"retry": "3000"}
-        event = await record("NODE_UNHEALTHY", reason="missed 3 report intervals")
+        event = await record_unhealthy()
         frame = await client.event()
 
     assert client.status == 200
     assert client.headers["content-type"].startswith("text/event-stream")
     assert client.headers["cache-control"] == "no-cache"
     assert client.headers["x-accel-buffering"] == "no"
-    assert frame == {
-        "id": str(event.pk),
-        "event": "NODE_UNHEALTHY",
-        "data": {
-            "kind": "event",
-            "id": event.pk,
-            "type": "NODE_UNHEALTHY",
-            "time": event.created_at.isoformat(),
-            "node": "gpu-a",
-            "actor": "system",
-            "data": {"reason": "missed 3 report intervals"},
-        },
-    }
+    assert frame == {"id": str(event.pk), "event": "NODE_UNHEALTHY", "data": unhealthy_message(event)}
 
 
 async def test_it_streams_events_to_an_api_token_holder(use_layer, viewer_token):

@@ -14,31 +14,9 @@ from infermesh_site.asgi import application
 from meshcore import events, registry
 from meshcore.events import EVENTS_GROUP, TELEMETRY_GROUP, event_message, record_event
 from meshcore.models import Event
-from tests.meshcore.event_stream_support import (
-    LAYERS,
-    ORIGIN,
-    api_token_header,
-    channel_layer,
-    record,
-    session_cookie,
-)
+from tests.meshcore.event_stream_support import ORIGIN, record, record_unhealthy, unhealthy_message
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(params=LAYERS)
-def use_layer(request, settings):
-    return lambda: channel_layer(request.param, settings)
-
-
-@pytest.fixture
-def viewer_cookie(viewer):
-    return session_cookie(viewer)
-
-
-@pytest.fixture
-def viewer_token(operator, viewer):
-    return api_token_header(operator, viewer)
 
 
 @pytest.fixture
@@ -83,19 +61,11 @@ async def test_it_streams_events_to_a_signed_in_viewer(use_layer, viewer_cookie)
     async with use_layer():
         communicator = await subscribe(viewer_cookie)
 
-        event = await record("NODE_UNHEALTHY", reason="missed 3 report intervals")
+        event = await record_unhealthy()
 
         message = await communicator.receive_json_from(timeout=5)
         await communicator.disconnect()
-    assert message == {
-        "kind": "event",
-        "id": event.pk,
-        "type": "NODE_UNHEALTHY",
-        "time": event.created_at.isoformat(),
-        "node": "gpu-a",
-        "actor": "system",
-        "data": {"reason": "missed 3 report intervals"},
-    }
+    assert message == unhealthy_message(event)
 
 
 async def test_it_streams_events_to_an_api_token_holder(use_layer, viewer_token):

@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 
 from meshcore import registry
 from meshcore.models import Model, Node, Policy, Runtime
-from meshcore.replication.service import local_log
+from meshcore.replication.log import local_log
 from tests.meshcore.api_support import make_model, make_node, make_policy, make_runtime
 
 

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 
-from tests.replication.cluster import Cluster, api, wait_until
+from devtools.cluster import Cluster, api
+from devtools.waiting import wait_until
 
 
 def test_it_restores_a_backup_into_a_fresh_cluster(tmp_path):
-    source = Cluster(tmp_path / "source", size=1, redis_url=None)
-    source.start()
-    try:
+    with Cluster(tmp_path / "source", size=1, redis_url=None) as source:
+        source.ensure_admin()
+        token = source.issue_token()
         first = source.replicas[0]
-        assert first.manage("ensure_admin").returncode == 0
-        token = first.manage("apitoken", "issue", "admin", "t").stdout.strip().splitlines()[-1]
         for index in range(5):
             assert api(first, token).post("/nodes/", json={"name": f"gpu-{index}", "address": "x"}).status_code == 201
         body = {"name": "pin", "kind": "pin", "spec": {"model": "resnet", "selector": {"gpu-type": "h100"}}}
@@ -24,12 +23,8 @@ def test_it_restores_a_backup_into_a_fresh_cluster(tmp_path):
         assert backup.stat().st_mode & 0o077 == 0
         refused = first.manage("import_state", str(backup))
         assert refused.returncode != 0 and "fresh cluster" in refused.stderr
-    finally:
-        source.stop()
 
-    target = Cluster(tmp_path / "target", size=3, redis_url=None)
-    target.start()
-    try:
+    with Cluster(tmp_path / "target", size=3, redis_url=None) as target:
         restored = target.replicas[1].manage("import_state", str(backup))
         assert restored.returncode == 0, restored.stderr
         assert "holds exactly the backup's items" in restored.stdout
@@ -42,5 +37,3 @@ def test_it_restores_a_backup_into_a_fresh_cluster(tmp_path):
         assert target.replicas[2].manage("export_state", str(again)).returncode == 0
         items = json.loads(again.read_text())["items"]
         assert items == json.loads(backup.read_text())["items"]
-    finally:
-        target.stop()

@@ -6,23 +6,8 @@ replica's state and all digests must be equal.
 
 from __future__ import annotations
 
-import pytest
-
-from tests.replication.cluster import Cluster, Writer, assert_converged, wait_until
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    cluster = Cluster(tmp_path_factory.mktemp("failover"), redis_url=None)
-    cluster.start()
-    assert cluster.replicas[0].manage("ensure_admin").returncode == 0
-    yield cluster
-    cluster.stop()
-
-
-@pytest.fixture(scope="module")
-def token(cluster):
-    return cluster.replicas[0].manage("apitoken", "issue", "admin", "t").stdout.strip().splitlines()[-1]
+from devtools.cluster import Writer, assert_converged
+from devtools.waiting import wait_until
 
 
 def test_a_killed_leader_is_replaced_and_loses_no_acknowledged_write(cluster, token):

@@ -8,8 +8,9 @@ import time
 import pytest
 from channels_redis.core import RedisChannelLayer
 
-from tests.replication.cluster import REDIS_URL, Cluster, Writer, api, assert_converged, lose_database, wait_until
-from tests.site.helpers import free_port
+from devtools.cluster import REDIS_URL, Cluster, Writer, api, assert_converged, lose_database
+from devtools.ports import free_port
+from devtools.waiting import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -17,18 +18,9 @@ def cluster(tmp_path_factory):
     import redis
 
     redis.Redis.from_url(REDIS_URL).flushdb()
-    cluster = Cluster(tmp_path_factory.mktemp("cluster"))
-    cluster.start()
-    assert cluster.replicas[0].manage("ensure_admin").returncode == 0
-    yield cluster
-    cluster.stop()
-
-
-@pytest.fixture(scope="module")
-def token(cluster):
-    issued = cluster.replicas[0].manage("apitoken", "issue", "admin", "tests")
-    assert issued.returncode == 0, issued.stderr
-    return issued.stdout.strip().splitlines()[-1]
+    with Cluster(tmp_path_factory.mktemp("cluster")) as cluster:
+        cluster.ensure_admin()
+        yield cluster
 
 
 class EventListener:

@@ -5,30 +5,11 @@ from __future__ import annotations
 import uuid
 
 import httpx
-import pytest
 
-from tests.replication.cluster import Cluster, api, wait_until
+from devtools.cluster import api
+from devtools.waiting import wait_until
 
 ADMIN_PASSWORD = "an-admin-password-for-tests"
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    cluster = Cluster(tmp_path_factory.mktemp("cluster"), redis_url=None)
-    cluster.start()
-    first = cluster.replicas[0]
-    created = first.manage("ensure_admin")
-    assert created.returncode == 0, created.stderr
-    yield cluster
-    cluster.stop()
-
-
-@pytest.fixture(scope="module")
-def token(cluster):
-    """An API token for the admin, issued through one replica's control socket."""
-    issued = cluster.replicas[1].manage("apitoken", "issue", "admin", "tests")
-    assert issued.returncode == 0, issued.stderr
-    return issued.stdout.strip().splitlines()[-1]
 
 
 def test_it_shows_a_write_made_on_a_follower_on_every_replica(cluster, token):

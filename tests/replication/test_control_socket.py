@@ -6,10 +6,11 @@ import threading
 import pytest
 from django.test import override_settings
 
-from meshcore.replication import service
+from devtools.waiting import wait_until
+from meshcore.replication import control as control_module
+from meshcore.replication.control import ControlServer, ask_control, close_control_connection, control_socket_path
+from meshcore.replication.log import CommandLineLog, install_replica, installed_replica
 from meshcore.replication.raft import NoQuorum
-from meshcore.replication.service import CommandLineLog, ControlServer, control_socket_path, install_replica
-from tests.replication.cluster import wait_until
 
 
 class RecordingReplica:
@@ -37,14 +38,14 @@ def control(tmp_path):
     with override_settings(MESH_RAFT_DIR=str(tmp_path)):
         replica = RecordingReplica()
         install_replica(replica)
-        server = ControlServer(control_socket_path())
+        server = ControlServer(control_socket_path(), installed_replica)
         server.start()
         try:
             yield replica, server
         finally:
             server.stop()
             install_replica(None)
-            service._control_connection.close()
+            close_control_connection()
 
 
 def test_a_thread_keeps_one_connection_for_its_requests(control):
@@ -62,7 +63,7 @@ def test_a_restarted_replica_gets_the_request_once_on_a_new_connection(control):
     log = CommandLineLog()
     log.propose({"key": "before"}, timeout=5)
     server.stop()
-    restarted = ControlServer(control_socket_path())
+    restarted = ControlServer(control_socket_path(), installed_replica)
     restarted.start()
     try:
         assert log.propose({"key": "after"}, timeout=5)["status"] == "ok"
@@ -92,14 +93,14 @@ def test_a_closed_command_connection_gives_back_the_database_connections_its_wri
     # The real replica projects a write on the serving thread's database connection (Replica.propose).
     replica, _ = control
     closed_by: list[int] = []
-    monkeypatch.setattr(service.connections, "close_all", lambda: closed_by.append(threading.get_ident()))
+    monkeypatch.setattr(control_module.connections, "close_all", lambda: closed_by.append(threading.get_ident()))
     log = CommandLineLog()
     log.propose({"key": "first"}, timeout=5)
     log.propose({"key": "second"}, timeout=5)
     (serving_thread,) = {thread for _, thread in replica.proposed}
     assert closed_by == []  # kept while the command goes on writing
 
-    service._control_connection.close()  # the command is done
+    close_control_connection()  # the command is done
 
     assert wait_until(lambda: closed_by == [serving_thread], timeout=5), closed_by
 
@@ -109,7 +110,7 @@ def test_no_replica_listening_means_none_is_running(tmp_path):
         stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         stale.bind(str(control_socket_path()))  # left behind: bound, never listening
         try:
-            assert CommandLineLog()._ask({"action": "status"}, timeout=2) is None
+            assert ask_control({"action": "status"}, timeout=2) is None
         finally:
             stale.close()
-            service._control_connection.close()
+            close_control_connection()

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from meshcore.replication.state import DesiredState
+from meshcore.replication.desired import DesiredState
 
 
 def create(kind, key=None, **data):
@@ -117,7 +117,7 @@ def test_it_refuses_entries_newer_than_it_reads_and_changes_nothing():
 
 
 def test_it_upgrades_older_entries_before_applying_them(monkeypatch):
-    from meshcore.replication import state as state_module
+    from meshcore.replication import desired as state_module
 
     current = state_module.LOG_FORMAT
 

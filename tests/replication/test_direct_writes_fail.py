@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from meshcore import registry
 from meshcore.models import ApiToken, Model, Node, Policy
-from meshcore.replication.projection import DirectWriteError
+from meshcore.writeguard import DirectWriteError
 
 
 @pytest.fixture

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import time
 import zlib
 
 import pytest
 from pysyncobj import tcp_connection
 
+from devtools.waiting import wait_until
 from meshcore.replication import framing
 from tests.replication.test_replica_in_process import EMPTY_BATCH, running_replicas
 
@@ -65,7 +65,7 @@ def test_replicas_commit_small_and_large_entries_with_the_framing(monkeypatch):
         # A batch larger than COMPRESS_FROM: its append to each follower is compressed.
         large = leader.propose({**EMPTY_BATCH, "key": "large", "note": "x" * 40_000}, timeout=10)
         assert small["status"] == large["status"] == "ok"
-        _wait_until(lambda: len({replica.state.seq for replica in replicas}) == 1, 10)
+        wait_until(lambda: len({replica.state.seq for replica in replicas}) == 1, 10, "the replicas did not converge")
 
     assert any(not compressed for _, compressed in sent), "no small message was framed"
     assert any(compressed and size >= framing.COMPRESS_FROM for size, compressed in sent), "nothing was compressed"
@@ -74,10 +74,3 @@ def test_replicas_commit_small_and_large_entries_with_the_framing(monkeypatch):
 def _leader_of(replicas):
     replicas[0].wait_for_leader(timeout=30)
     return next(replica for replica in replicas if replica.status()["role"] == "leader")
-
-
-def _wait_until(condition, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the replicas did not converge"
-        time.sleep(0.02)

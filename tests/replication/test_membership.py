@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.replication.cluster import Cluster, Writer, api, assert_converged, node_names, wait_until
+from devtools.cluster import Cluster, Writer, api, assert_converged, node_names, wait_until
 
 
 def members(replica, token) -> set[str]:

@@ -10,8 +10,8 @@ import pytest
 from meshcore import registry
 from meshcore.models import Event, EventType, Node, Policy, ProjectionState
 from meshcore.replication import rows
-from meshcore.replication.projection import DirectWriteError, projecting
-from meshcore.replication.service import local_log
+from meshcore.replication.log import local_log
+from meshcore.writeguard import DirectWriteError, projecting
 
 SPEC = {"scope": "global", "max_concurrent": 2, "nested": {"list": [1, "two", None], "flag": True}}
 WHEN = datetime(2026, 11, 27, 5, 6, 7, 123456, tzinfo=UTC)

@@ -5,15 +5,14 @@ import time
 
 import pytest
 
+from devtools.waiting import wait_until
 from meshcore import registry
 from meshcore.models import Event, Policy, ProjectionState
 from meshcore.replication import projector as projector_module
-from meshcore.replication.projection import item_from_row
+from meshcore.replication.desired import DesiredState
+from meshcore.replication.projection import DatabaseProjection, item_from_row
 from meshcore.replication.projector import MAX_GROUP, NOW, WRITER, Projector
 from meshcore.replication.raft import RaftSettings, Replica
-from meshcore.replication.service import DatabaseProjection
-from meshcore.replication.state import DesiredState
-from tests.replication.cluster import wait_until
 
 
 class Recorder:

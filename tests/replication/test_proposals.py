@@ -11,8 +11,8 @@ import time
 
 from pysyncobj import FAIL_REASON
 
+from meshcore.replication.desired import DesiredState
 from meshcore.replication.proposals import ProposalQueue
-from meshcore.replication.state import DesiredState
 
 
 class Log:

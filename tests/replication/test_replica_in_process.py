@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 from django.db import connections
 
+from devtools.ports import free_port
+from devtools.waiting import wait_until
 from meshcore.replication import raft
 from meshcore.replication.cipher import VERSION, RaftCipher
+from meshcore.replication.projection import DatabaseProjection
 from meshcore.replication.raft import NoQuorum, RaftSettings, Replica
-from meshcore.replication.service import DatabaseProjection
-from tests.site.helpers import free_port
 
 EMPTY_BATCH = {"key": "k-1", "actor": "test", "ops": [], "events": []}
 
@@ -131,14 +132,16 @@ def test_followers_hear_of_a_leaders_own_commit_with_the_next_heartbeat_and_of_t
             conf = replica._sync_obj._SyncObj__conf
             conf.appendEntriesPeriod, conf.raftMinTimeout, conf.raftMaxTimeout = 2.0, 60.0, 61.0
         time.sleep(0.2)  # the last heartbeat on the old period goes out
-        _wait_for(lambda: {r.state.seq for r in replicas} == {leader.state.seq}, 5)
+        wait_until(lambda: {r.state.seq for r in replicas} == {leader.state.seq}, 5, "the followers did not catch up")
 
         started = time.monotonic()
         leader.propose({**EMPTY_BATCH, "key": "leaders-own"}, timeout=10)
         time.sleep(0.3)
         # Its writer is on the leader: the followers learn of the commit later, with the next heartbeat.
         assert follower.state.seq < leader.state.seq and other.state.seq < leader.state.seq
-        _wait_for(lambda: follower.state.seq == leader.state.seq, 5)
+        wait_until(
+            lambda: follower.state.seq == leader.state.seq, 5, "the follower did not learn of the commit", interval=0.01
+        )
         assert time.monotonic() - started > 0.3
 
         started = time.monotonic()
@@ -165,14 +168,7 @@ def test_replicas_sending_either_cipher_form_one_cluster_from_their_first_connec
         replicas[0].wait_for_leader(timeout=30)
         for index, replica in enumerate(replicas):
             replica.propose({**EMPTY_BATCH, "key": f"from-{index}"}, timeout=10)
-        _wait_for(lambda: len({replica.digest() for replica in replicas}) == 1, 5)
+        wait_until(lambda: len({replica.digest() for replica in replicas}) == 1, 5, "the replicas did not converge")
         by_replica = [sealed.get(id(replica._sync_obj.encryptor._inner)) for replica in replicas]
 
     assert by_replica == [{VERSION}, {VERSION}, {b"g"}]  # b"g": how a Fernet token starts
-
-
-def _wait_for(condition, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)

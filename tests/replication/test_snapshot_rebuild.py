@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from tests.replication.cluster import Cluster, api, lose_database, wait_until
+from devtools.cluster import Cluster, api, lose_database
+from devtools.waiting import wait_until
 
 
 def test_it_rebuilds_a_lost_database_from_a_snapshot(tmp_path):

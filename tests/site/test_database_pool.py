@@ -23,8 +23,8 @@ from django.db import connection, connections
 from django.test import Client
 from rest_framework.test import APIClient
 
+from devtools.serve import TEST_SECRET, ServeProcess, clean_env, collected_static_root, manage
 from meshcore import registry
-from tests.site.helpers import TEST_SECRET, ServeProcess, clean_env, collected_static_root, manage
 
 pytestmark = pytest.mark.skipif(
     not os.environ.get("DATABASE_URL", "").startswith("postgres"), reason="needs PostgreSQL (DATABASE_URL)"

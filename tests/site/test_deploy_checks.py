@@ -4,8 +4,8 @@ import importlib.util
 
 from django.core import checks
 
+from devtools.serve import TEST_SECRET, clean_env, manage
 from meshcore.checks import check_asgi_server, check_broker_url, check_debug_exposed, check_wildcard_hosts
-from tests.site.helpers import TEST_SECRET, clean_env, manage
 
 PRODUCTION = {
     "SECRET_KEY": TEST_SECRET,

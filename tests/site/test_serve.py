@@ -9,7 +9,8 @@ import sys
 import httpx
 import pytest
 
-from tests.site.helpers import REPO, TEST_SECRET, clean_env, collected_static_root, free_port, manage, wait_for_http
+from devtools.ports import free_port
+from devtools.serve import REPO, TEST_SECRET, clean_env, collected_static_root, manage, wait_for_http
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,8 @@
 
 import pytest
 
-from tests.site.helpers import TEST_SECRET, clean_env, free_port, manage
+from devtools.ports import free_port
+from devtools.serve import TEST_SECRET, clean_env, manage
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from meshcore.replication.log import change_membership
 from meshcore.replication.raft import NoQuorum
-from meshcore.replication.service import change_membership
 
 
 class Command(BaseCommand):

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from meshcore.replication.service import current_status
+from meshcore.replication.log import current_status
 
 
 class Command(BaseCommand):

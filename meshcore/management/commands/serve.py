@@ -44,6 +44,7 @@ class Command(BaseCommand):
         self.check(display_num_errors=False)
         self._require_migrated()
         server = server or settings.MESH_ASGI_SERVER
+        # Loading the ASGI application sets up Django's handlers: only a command that serves needs it.
         from infermesh_site.asgi import application
 
         process = MeshProcess.from_settings()
