@@ -28,6 +28,7 @@ from meshcore.proxy.app import proxy_app  # noqa: E402
 
 PROXY_PREFIX = "/proxy/"
 TELEMETRY_PATH = "/api/v1/telemetry/"
+METRICS_PATH = "/metrics"
 
 
 class PathPrefixDispatcher:
@@ -81,7 +82,10 @@ application = ProtocolTypeRouter(
             PROXY_PREFIX,
             proxy_app,
             django_http_app,
-            exact={TELEMETRY_PATH: telemetry_app} if settings.MESH_TELEMETRY_PATH == "lean" else {},
+            exact={
+                METRICS_PATH: proxy_app.metrics_app,
+                **({TELEMETRY_PATH: telemetry_app} if settings.MESH_TELEMETRY_PATH == "lean" else {}),
+            },
         ),
         "websocket": remembering_loop(
             AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))

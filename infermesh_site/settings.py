@@ -267,6 +267,27 @@ MESH_EVENT_RETENTION_DAYS = env_int("MESH_EVENT_RETENTION_DAYS", 7, minimum=1)
 MESH_EVENT_RETENTION_MAX = env_int("MESH_EVENT_RETENTION_MAX", 100_000, minimum=1)
 MESH_EVENT_PRUNE_INTERVAL = env_int("MESH_EVENT_PRUNE_INTERVAL", 300, minimum=1, maximum=86_400)
 
+# The router and /proxy (docs/proxy.md).
+MESH_PROXY_ALLOW_ANONYMOUS = env_bool("MESH_PROXY_ALLOW_ANONYMOUS", False)
+MESH_PROXY_MAX_BODY_BYTES = env_int("MESH_PROXY_MAX_BODY_BYTES", 64 * 1024 * 1024, minimum=1024)
+# Used for a model no load_balancing policy names (a policy sets its own).
+MESH_PROXY_STRATEGY = env_choice(
+    "MESH_PROXY_STRATEGY", "score_based", ("score_based", "least_request", "round_robin", "random")
+)
+MESH_PROXY_RETRIES = env_int("MESH_PROXY_RETRIES", 1, minimum=0, maximum=10)
+# The retry budget: retries in flight at most 20% of the requests in flight, or this many (Envoy's default 3).
+MESH_PROXY_RETRY_BUDGET_MIN = env_int("MESH_PROXY_RETRY_BUDGET_MIN", 3, minimum=0, maximum=10_000)
+MESH_PROXY_TIMEOUT_MS = env_int("MESH_PROXY_TIMEOUT_MS", 30_000, minimum=1, maximum=600_000)
+# Outlier ejection: this many failures in a row eject a target for EJECTION_S x times ejected, at most MAX.
+MESH_PROXY_EJECT_AFTER_FAILURES = env_int("MESH_PROXY_EJECT_AFTER_FAILURES", 5, minimum=1, maximum=1000)
+MESH_PROXY_EJECTION_S = env_int("MESH_PROXY_EJECTION_S", 30, minimum=1, maximum=3600)
+MESH_PROXY_MAX_EJECTION_S = env_int("MESH_PROXY_MAX_EJECTION_S", 300, minimum=1, maximum=86400)
+MESH_PROXY_SEQUENCE_IDLE_S = env_int("MESH_PROXY_SEQUENCE_IDLE_S", 600, minimum=1, maximum=86400)
+# A node whose last report is older than this (or than 3 of its report intervals) routes nothing.
+MESH_ROUTING_STALE_MS = env_int("MESH_ROUTING_STALE_MS", 3000, minimum=100, maximum=600_000)
+# GET /metrics without a staff API token.
+MESH_METRICS_PUBLIC = env_bool("MESH_METRICS_PUBLIC", False)
+
 # Live fleet state (docs/telemetry.md): agent reports, the live state store, the local agent.
 MESH_TELEMETRY_PATH = env_choice("MESH_TELEMETRY_PATH", "lean", ("lean", "django"))
 MESH_TELEMETRY_HISTORY_POINTS = env_int("MESH_TELEMETRY_HISTORY_POINTS", 300, minimum=10, maximum=86400)

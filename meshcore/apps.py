@@ -22,6 +22,7 @@ class MeshcoreConfig(AppConfig):
         from meshcore.api import schema  # noqa: F401
         from meshcore.live.node_auth import forget_tokens_on_change
         from meshcore.replication.hooks import projection_hooks
+        from meshcore.routing.view import routing_view
 
         writeguard.connect_auth_guards()
         writeguard.UserWrites.route_to(
@@ -30,5 +31,6 @@ class MeshcoreConfig(AppConfig):
         )
         projection_hooks.set_events(events.record_batch_events, events.publish_events)
         projection_hooks.add_listener(forget_tokens_on_change)
+        projection_hooks.add_listener(routing_view.desired_changed)
         # Python warnings go through logging too, so every line a process writes has the configured format.
         logging.captureWarnings(True)

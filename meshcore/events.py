@@ -35,6 +35,8 @@ OBSERVED_EVENT_TYPES = frozenset(
         EventType.MODEL_LOADED,
         EventType.MODEL_UNLOADED,
         EventType.MODEL_FAILED,
+        EventType.TARGET_EJECTED,
+        EventType.TARGET_RESTORED,
     }
 )
 # Stored events a subscriber gets when it resumes; beyond this it reconnects from the last id.

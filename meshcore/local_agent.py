@@ -11,15 +11,15 @@ from __future__ import annotations
 import logging
 import re
 import socket
-import threading
-import time
 from typing import Any
 
 from django.conf import settings
+from django.db import close_old_connections
 
 from agents.agent import Agent, AgentConfig, TritonTarget
 from agents.report import SendFailed
 from meshcore import registry
+from meshcore.background import BackgroundLoop
 from meshcore.live.parts import telemetry_ingest
 from meshcore.live.reports import ReportInvalid, parse_report
 from meshcore.models import Node
@@ -75,12 +75,14 @@ def register_local_node(name: str) -> bool:
     return True
 
 
-class LocalAgentPart:
+class LocalAgentPart(BackgroundLoop):
     name = "local agent"
+    thread_name = "local-agent"
 
     def __init__(self) -> None:
         self.node = local_node_name()
         interval = settings.MESH_LOCAL_AGENT_INTERVAL_MS / 1000
+        super().__init__(interval)
         config = AgentConfig(
             node=self.node,
             triton=local_triton_targets(),
@@ -89,35 +91,20 @@ class LocalAgentPart:
             runtime_interval_s=interval,
         )
         self.agent = Agent(config, sink=InProcessSink(self.node), only_found_runtimes=True)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.registered = False
 
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="local-agent", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+    def stop(self, timeout_s: float = 10.0) -> None:
+        super().stop(timeout_s)
         self.agent.close()
 
-    def _run(self) -> None:
-        from django.db import close_old_connections
-
-        while not self._stop.is_set() and not register_local_node(self.node):
-            self._stop.wait(2.0)
-        interval = self.agent.config.interval_s
-        while not self._stop.is_set():
-            started = time.monotonic()
-            close_old_connections()
-            try:
-                self.agent.collect_runtimes()
-            except Exception:
-                logger.warning("local runtime collection failed", exc_info=True)
-            try:
-                self.agent.collect_gpus()
-            except Exception:
-                logger.warning("local GPU collection failed", exc_info=True)
-            self._stop.wait(max(0.0, interval - (time.monotonic() - started)))
+    def step(self) -> None:
+        close_old_connections()
+        if not self.registered:
+            # Until the node is in the registry (a quorum may still be forming), reports would be refused.
+            self.registered = register_local_node(self.node)
+            return
+        try:
+            self.agent.collect_runtimes()
+        except Exception:
+            logger.warning("local runtime collection failed", exc_info=True)
+        self.agent.collect_gpus()

@@ -45,15 +45,26 @@ def _acl_matches_subject(spec: dict, subject: Subject) -> bool:
 
 def acl_allows(policies: Iterable[Policy], subject: Subject, model: str, action: str) -> bool:
     """Whether `subject` may perform `action` (infer, read, write) on `model`."""
+    return acl_decision(policies, subject, model, action)[0]
+
+
+def acl_decision(policies: Iterable[Policy], subject: Subject, model: str, action: str) -> tuple[bool, str | None]:
+    """(allowed, the policy that decided): the deny that matched, the allow that matched, or the allow
+    whose list the subject is not on; None when no ACL names the model and action."""
     acls = [p for p in policies if p.enabled and p.kind == PolicyKind.ACL]
-    relevant = [p for p in acls if _names_model(p.spec["models"], model) and action in p.spec["actions"]]
+    relevant = sorted(
+        (p for p in acls if _names_model(p.spec["models"], model) and action in p.spec["actions"]),
+        key=_by_precedence,
+    )
     matching = [p for p in relevant if _acl_matches_subject(p.spec, subject)]
-    if any(p.spec["effect"] == "deny" for p in matching):
-        return False
-    if any(p.spec["effect"] == "allow" for p in matching):
-        return True
+    deny = next((p for p in matching if p.spec["effect"] == "deny"), None)
+    if deny is not None:
+        return False, deny.name
+    if matching:
+        return True, matching[0].name
     # Nobody is allowed by name: open only if no ACL restricts this model and action at all.
-    return not any(p.spec["effect"] == "allow" for p in relevant)
+    restricting = next((p for p in relevant if p.spec["effect"] == "allow"), None)
+    return restricting is None, restricting.name if restricting else None
 
 
 def _by_precedence(policy: Policy) -> tuple[int, str]:

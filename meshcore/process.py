@@ -16,8 +16,11 @@ from django.conf import settings
 from meshcore.event_retention import EventPruner
 from meshcore.live.parts import fleet_mirror, health_sweeper, telemetry_publisher
 from meshcore.local_agent import LocalAgentPart
+from meshcore.proxy.app import proxy_app
+from meshcore.proxy.explain import control_action as explain_control_action
 from meshcore.replication.control import ControlServer, control_socket_path
 from meshcore.replication.log import ReplicaPart, installed_replica
+from meshcore.routing.view import routing_view
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +46,12 @@ class MeshProcess:
     def from_settings(cls) -> MeshProcess:
         parts: list[BackgroundPart] = []
         if settings.MESH_REPLICATION == "raft":
-            parts += [ReplicaPart(), ControlServer(control_socket_path(), installed_replica)]
+            actions = {"route_explain": explain_control_action}
+            parts += [ReplicaPart(), ControlServer(control_socket_path(), installed_replica, actions)]
         parts.append(EventPruner())
         parts += telemetry_parts()
+        # The router: its table follows desired and observed state; its aggregates go to the live store.
+        parts += [routing_view, proxy_app.aggregates]
         if settings.MESH_LOCAL_AGENT == "on" or (settings.MESH_LOCAL_AGENT == "auto" and not settings.MESH_BROKER_SET):
             parts.append(LocalAgentPart())
         return cls(parts=parts)

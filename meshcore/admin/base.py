@@ -13,6 +13,7 @@ from django.db import models as db_models
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
+from meshcore import registry
 from meshcore.models import (
     Gpu,
     ModelInstance,
@@ -152,16 +153,49 @@ class RegistryWritesAdmin(admin.ModelAdmin):
 class RegistryAdmin(RegistryWritesAdmin):
     """Admin for versioned desired state: only the changed fields are sent, with the version loaded.
 
-    Subclasses implement `create`, `update` and `delete_through_registry` with the registry calls.
+    A subclass names its registry functions (looked up when called) and what they are keyed by:
+    `created_with` and `create_fields` (the form's fields passed as keywords of the same name),
+    `updated_with` and `deleted_with`, with `key` = (the keyword, the row's attribute), e.g.
+    ("model_id", "pk"); the delete takes the plural keyword. A subclass whose calls differ
+    overrides `create`, `update` or `delete_through_registry`.
     """
 
+    created_with = ""
+    create_fields: tuple[str, ...] = ()
+    updated_with = ""
+    deleted_with = ""
+    key: tuple[str, str] = ("name", "name")
+
+    def for_each_name(self, request: HttpRequest, queryset: QuerySet, change: Any) -> int:
+        """Apply `change(name)` to each selected row; a refusal is reported and the others go on."""
+        done = 0
+        label = self.model._meta.verbose_name.capitalize()
+        for name in queryset.values_list("name", flat=True):
+            try:
+                change(name)
+            except RegistryError as error:
+                self.message_user(request, f"{label} “{name}”: {error.message}", messages.ERROR)
+            else:
+                done += 1
+        return done
+
     def create(self, request: HttpRequest, obj: Any, data: dict[str, Any]) -> db_models.Model:
-        raise NotImplementedError
+        create = getattr(registry, self.created_with)
+        return create(actor=request.user, **{field: data[field] for field in self.create_fields})
 
     def update(
         self, request: HttpRequest, obj: Any, form: forms.ModelForm, changes: dict[str, Any], version: int | None
     ) -> db_models.Model:
-        raise NotImplementedError
+        keyword, attribute = self.key
+        update = getattr(registry, self.updated_with)
+        return update(
+            actor=request.user, changes=changes, expected_version=version, **{keyword: getattr(obj, attribute)}
+        )
+
+    def delete_through_registry(self, request: HttpRequest, objs: list[Any]) -> None:
+        keyword, attribute = self.key
+        delete = getattr(registry, self.deleted_with)
+        delete(actor=request.user, **{f"{keyword}s": [getattr(obj, attribute) for obj in objs]})
 
     # -- the version the user loaded travels with the change form
 

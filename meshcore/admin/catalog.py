@@ -41,6 +41,9 @@ class CatalogModelForm(forms.ModelForm):
 
 @admin.register(Model)
 class CatalogModelAdmin(RegistryAdmin):
+    created_with, updated_with, deleted_with = "create_model", "update_model", "delete_models"
+    create_fields = ("name", "revision", "platform", "config", "description")
+    key = ("model_id", "pk")
     form = CatalogModelForm
     list_display = ("name", "revision", "platform", "instance_count", "version", "updated_at")
     list_filter = ("platform",)
@@ -55,27 +58,11 @@ class CatalogModelAdmin(RegistryAdmin):
     def instance_count(self, model: Model) -> int:
         return model.instance_total
 
-    def create(self, request: HttpRequest, obj: Model, data: dict[str, Any]) -> Model:
-        return registry.create_model(
-            actor=request.user,
-            name=data["name"],
-            revision=data["revision"],
-            platform=data["platform"],
-            config=data["config"],
-            description=data["description"],
-        )
-
-    def update(
-        self, request: HttpRequest, obj: Model, form: forms.ModelForm, changes: dict[str, Any], version: int | None
-    ) -> Model:
-        return registry.update_model(actor=request.user, model_id=obj.pk, changes=changes, expected_version=version)
-
-    def delete_through_registry(self, request: HttpRequest, objs: list[Model]) -> None:
-        registry.delete_models(actor=request.user, model_ids=[model.pk for model in objs])
-
 
 @admin.register(Runtime)
 class RuntimeAdmin(RegistryAdmin):
+    updated_with, deleted_with = "update_runtime", "delete_runtimes"
+    key = ("runtime_id", "pk")
     list_display = ("__str__", "node", "name", "http_url", "health", "last_seen", "instance_count")
     list_filter = ("health", "node")
     search_fields = ("name", "node__name", "http_url", "grpc_url")
@@ -103,14 +90,6 @@ class RuntimeAdmin(RegistryAdmin):
             grpc_url=data["grpc_url"],
             metrics_url=data["metrics_url"],
         )
-
-    def update(
-        self, request: HttpRequest, obj: Runtime, form: forms.ModelForm, changes: dict[str, Any], version: int | None
-    ) -> Runtime:
-        return registry.update_runtime(actor=request.user, runtime_id=obj.pk, changes=changes, expected_version=version)
-
-    def delete_through_registry(self, request: HttpRequest, objs: list[Runtime]) -> None:
-        registry.delete_runtimes(actor=request.user, runtime_ids=[runtime.pk for runtime in objs])
 
 
 @admin.register(ModelInstance)

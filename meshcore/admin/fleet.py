@@ -24,7 +24,6 @@ from meshcore.models import (
     Node,
     NodeRole,
 )
-from meshcore.registry import RegistryError
 
 
 class NodeForm(forms.ModelForm):
@@ -65,6 +64,7 @@ class RoleFilter(admin.SimpleListFilter):
 
 @admin.register(Node)
 class NodeAdmin(RegistryAdmin):
+    updated_with, deleted_with = "update_node", "delete_nodes"
     form = NodeForm
     list_display = (
         "name",
@@ -131,14 +131,6 @@ class NodeAdmin(RegistryAdmin):
         self.show_node_token(request, node, token)
         return node
 
-    def update(
-        self, request: HttpRequest, obj: Node, form: forms.ModelForm, changes: dict[str, Any], version: int | None
-    ) -> Node:
-        return registry.update_node(actor=request.user, name=obj.name, changes=changes, expected_version=version)
-
-    def delete_through_registry(self, request: HttpRequest, objs: list[Node]) -> None:
-        registry.delete_nodes(actor=request.user, names=[node.name for node in objs])
-
     def show_node_token(self, request: HttpRequest, node: Node, token: str) -> None:
         self.message_user(
             request,
@@ -151,32 +143,21 @@ class NodeAdmin(RegistryAdmin):
             messages.SUCCESS,
         )
 
-    def _for_each_node(self, request: HttpRequest, queryset: QuerySet, change: Any) -> int:
-        """Apply `change(name)` to each node; a refusal is reported and the others go on."""
-        done = 0
-        for name in queryset.values_list("name", flat=True):
-            try:
-                change(name)
-            except RegistryError as error:
-                self.message_user(request, f"Node “{name}”: {error.message}", messages.ERROR)
-            else:
-                done += 1
-        return done
+    def _set_draining(self, request: HttpRequest, queryset: QuerySet, draining: bool) -> int:
+        return self.for_each_name(
+            request,
+            queryset,
+            lambda name: registry.set_node_draining(actor=request.user, name=name, draining=draining),
+        )
 
     @admin.action(description="Drain selected nodes", permissions=["change"])
     def drain_nodes(self, request: HttpRequest, queryset: QuerySet) -> None:
-        done = self._for_each_node(
-            request, queryset, lambda name: registry.set_node_draining(actor=request.user, name=name, draining=True)
-        )
-        if done:
+        if done := self._set_draining(request, queryset, True):
             self.message_user(request, f"Drained {done} node(s): no new work is routed or placed on them.")
 
     @admin.action(description="Undrain selected nodes", permissions=["change"])
     def undrain_nodes(self, request: HttpRequest, queryset: QuerySet) -> None:
-        done = self._for_each_node(
-            request, queryset, lambda name: registry.set_node_draining(actor=request.user, name=name, draining=False)
-        )
-        if done:
+        if done := self._set_draining(request, queryset, False):
             self.message_user(request, f"Undrained {done} node(s): they take new work again.")
 
     @admin.action(description="Rotate agent token", permissions=["change"])
@@ -185,11 +166,11 @@ class NodeAdmin(RegistryAdmin):
             node, token = registry.rotate_node_token(actor=request.user, name=name)
             self.show_node_token(request, node, token)
 
-        self._for_each_node(request, queryset, rotate)
+        self.for_each_name(request, queryset, rotate)
 
     @admin.action(description="Revoke agent token", permissions=["change"])
     def revoke_agent_token(self, request: HttpRequest, queryset: QuerySet) -> None:
-        done = self._for_each_node(
+        done = self.for_each_name(
             request, queryset, lambda name: registry.revoke_node_token(actor=request.user, name=name)
         )
         if done:

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -20,7 +20,6 @@ from meshcore.models import (
     Policy,
 )
 from meshcore.policy_specs import SpecError, validate_spec
-from meshcore.registry import RegistryError
 
 
 class PolicyForm(forms.ModelForm):
@@ -44,6 +43,8 @@ class PolicyForm(forms.ModelForm):
 
 @admin.register(Policy)
 class PolicyAdmin(RegistryAdmin):
+    created_with, deleted_with = "create_policy", "delete_policies"
+    create_fields = ("name", "kind", "spec", "enabled", "priority", "description")
     form = PolicyForm
     list_display = ("name", "kind", "enabled", "priority", "spec_summary", "owner", "version", "updated_at")
     list_filter = ("kind", "enabled")
@@ -61,17 +62,6 @@ class PolicyAdmin(RegistryAdmin):
         text = json.dumps(policy.spec, sort_keys=True)
         return text if len(text) <= 80 else text[:79] + "…"
 
-    def create(self, request: HttpRequest, obj: Policy, data: dict[str, Any]) -> Policy:
-        return registry.create_policy(
-            actor=request.user,
-            name=data["name"],
-            kind=data["kind"],
-            spec=data["spec"],
-            enabled=data["enabled"],
-            priority=data["priority"],
-            description=data["description"],
-        )
-
     def update(
         self, request: HttpRequest, obj: Policy, form: forms.ModelForm, changes: dict[str, Any], version: int | None
     ) -> Policy:
@@ -80,19 +70,12 @@ class PolicyAdmin(RegistryAdmin):
             actor=request.user, name=form.initial["name"], changes=changes, expected_version=version
         )
 
-    def delete_through_registry(self, request: HttpRequest, objs: list[Policy]) -> None:
-        registry.delete_policies(actor=request.user, names=[policy.name for policy in objs])
-
     def _set_enabled(self, request: HttpRequest, queryset: QuerySet, enabled: bool) -> int:
-        done = 0
-        for name in queryset.values_list("name", flat=True):
-            try:
-                registry.update_policy(actor=request.user, name=name, changes={"enabled": enabled})
-            except RegistryError as error:
-                self.message_user(request, f"Policy “{name}”: {error.message}", messages.ERROR)
-            else:
-                done += 1
-        return done
+        return self.for_each_name(
+            request,
+            queryset,
+            lambda name: registry.update_policy(actor=request.user, name=name, changes={"enabled": enabled}),
+        )
 
     @admin.action(description="Enable selected policies", permissions=["change"])
     def enable_policies(self, request: HttpRequest, queryset: QuerySet) -> None:

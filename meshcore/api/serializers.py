@@ -356,11 +356,16 @@ class ModelInstanceSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(OpenApiTypes.OBJECT)
     def get_live(self, instance: ModelInstance) -> dict[str, Any] | None:
-        """Triton's latest state and statistics for this model (queue depth, rates, latency) and their age."""
+        """Triton's latest state and statistics for this model (queue depth, rates, latency) and their age,
+        and `router`: the routers' last-second aggregates for it (rate, errors, p50_ms, p99_ms)."""
         node, now = _live(self, instance.runtime.node.name)
         if node is None:
             return None
-        return node.instance(instance.runtime.name, instance.model_name, instance.model_revision, now)
+        live = node.instance(instance.runtime.name, instance.model_name, instance.model_revision, now)
+        routed = self.context.get("router", {}).get((instance.model_name, f"{node.name}/{instance.runtime.name}"))
+        if live is not None and routed is not None:
+            live["router"] = {key: routed[key] for key in ("rate", "errors", "p50_ms", "p99_ms", "processes")}
+        return live
 
 
 class EventSerializer(serializers.ModelSerializer):

@@ -4,6 +4,7 @@ from rest_framework.routers import DefaultRouter
 from meshcore.api import views
 from meshcore.api.cluster import ClusterMembersView, ClusterMemberView, ClusterView
 from meshcore.api.event_stream import event_stream
+from meshcore.api.routing import RoutingExplainView
 from meshcore.api.telemetry import TelemetryView
 
 router = DefaultRouter(trailing_slash=True)
@@ -18,6 +19,7 @@ router.register("events", views.EventViewSet, basename="event")
 
 urlpatterns = [
     path("telemetry/", TelemetryView.as_view(), name="telemetry"),
+    path("routing/explain/", RoutingExplainView.as_view(), name="routing-explain"),
     path("cluster/", ClusterView.as_view(), name="cluster"),
     path("cluster/members/", ClusterMembersView.as_view(), name="cluster-members"),
     path("cluster/members/<str:address>/", ClusterMemberView.as_view(), name="cluster-member"),

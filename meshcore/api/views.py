@@ -16,7 +16,7 @@ from rest_framework.response import Response
 
 from meshcore import registry
 from meshcore.api import filters, serializers
-from meshcore.live.readers import read_live
+from meshcore.live.readers import read_live, router_stats_by_target
 from meshcore.live.store import live_store
 from meshcore.models import ApiToken, Event, Gpu, Model, ModelInstance, Node, Policy, Runtime
 
@@ -64,6 +64,14 @@ def live_state_for(names: list[str]) -> tuple[dict, float]:
         # The API answers without live values rather than failing while the store is away.
         logger.warning("live state store unavailable; answering without live values", exc_info=True)
         return {}, 0.0
+
+
+def router_stats_for_api() -> dict:
+    try:
+        return router_stats_by_target()
+    except Exception:
+        logger.warning("live state store unavailable; answering without router aggregates", exc_info=True)
+        return {}
 
 
 HISTORY_SECONDS = OpenApiParameter("seconds", int, description="How far back, 1 to 3600 (default 300).")
@@ -249,6 +257,12 @@ class ModelInstanceViewSet(LiveStateMixin, viewsets.ReadOnlyModelViewSet):
 
     def live_node_names(self, objects: list[Any]) -> list[str]:
         return [instance.runtime.node.name for instance in objects]
+
+    def get_serializer(self, *args: Any, **kwargs: Any) -> Any:
+        serializer = super().get_serializer(*args, **kwargs)
+        if "live" in serializer.context:
+            serializer.context["router"] = router_stats_for_api()
+        return serializer
 
     @extend_schema(parameters=[HISTORY_SECONDS], responses=serializers.HistorySerializer)
     @action(detail=True, methods=["get"])

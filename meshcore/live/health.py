@@ -8,10 +8,10 @@ once. A node turns healthy again when it next reports (that is ingest's to notic
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 
+from meshcore.background import BackgroundLoop
 from meshcore.live.mirror import FleetMirror, NodeSilent
 from meshcore.live.store import LiveStore
 
@@ -21,26 +21,18 @@ MISSED_INTERVALS = 3
 LOCK_NAME = "health-sweeper"
 
 
-class HealthSweeper:
+class HealthSweeper(BackgroundLoop):
     name = "health sweeper"
+    thread_name = "health-sweeper"
 
     def __init__(self, store: LiveStore, mirror: FleetMirror, period_s: float = 0.5) -> None:
+        super().__init__(period_s)
         self.store = store
         self.mirror = mirror
-        self.period_s = period_s
         self.owner = uuid.uuid4().hex
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="health-sweeper", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+    def step(self) -> None:
+        self.sweep_once()  # a failure (Redis away for a moment) is logged and tried again next period
 
     def sweep_once(self) -> list[str]:
         """Mark silent nodes unhealthy if this process holds the sweeper lock; returns them."""
@@ -54,11 +46,3 @@ class HealthSweeper:
                 received = records.get(node, {}).get("received_at")
                 self.mirror.submit(NodeSilent(node, float(received) if received else None))
         return turned
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.period_s):
-            try:
-                self.sweep_once()
-            except Exception:
-                # Redis away for a moment: try again next period rather than die.
-                logger.warning("health sweep failed", exc_info=True)

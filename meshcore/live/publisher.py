@@ -14,37 +14,21 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
+from meshcore.background import BackgroundLoop
 from meshcore.channel_bridge import run_from_thread
 from meshcore.events import TELEMETRY_GROUP, telemetry_text
 
 logger = logging.getLogger(__name__)
 
 
-class TelemetryPublisher:
+class TelemetryPublisher(BackgroundLoop):
     name = "telemetry publisher"
+    thread_name = "telemetry-publisher"
 
     def __init__(self, period_s: float = 0.2) -> None:
-        self.period_s = period_s
+        super().__init__(period_s)
         self._pending: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
-
-    def start(self) -> None:
-        with self._start_lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._stop.clear()
-                self._thread = threading.Thread(target=self._run, name="telemetry-publisher", daemon=True)
-                self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._thread = None
 
     def submit(
         self, node: str, seen_at: float, gpus: list[dict[str, Any]], instances: list[dict[str, Any]], seq: int = 0
@@ -52,9 +36,9 @@ class TelemetryPublisher:
         update = {"node": node, "time": seen_at, "seq": seq, "gpus": gpus, "instances": instances}
         with self._lock:
             self._pending[node] = update
-        if self._thread is None:
+        if not self.running:
             self.start()
-        self._wake.set()
+        self.wake()
 
     def flush(self) -> int:
         with self._lock:
@@ -71,14 +55,17 @@ class TelemetryPublisher:
         run_from_thread(lambda: layer.group_send(TELEMETRY_GROUP, message))
         return len(updates)
 
+    def step(self) -> None:
+        self.flush()  # waits for the send: while the loop is busy, reports coalesce here
+
     def _run(self) -> None:
+        # Unlike other parts, it sleeps until a report arrives, then coalesces for the rest of the window.
         while not self._stop.is_set():
             self._wake.wait()
             self._wake.clear()
             started = time.monotonic()
             try:
-                self.flush()  # waits for the send: while the loop is busy, reports coalesce here
+                self.step()
             except Exception:
                 logger.warning("could not publish telemetry", exc_info=True)
-            # Coalesce what arrives in the rest of the window into one message.
             self._stop.wait(max(0.0, self.period_s - (time.monotonic() - started)))

@@ -1,4 +1,4 @@
-"""Reading the live state store for the API (and later the router and the dashboard)."""
+"""Reading the live state store for the API (and the dashboard): nodes, GPUs, instances, router aggregates."""
 
 from __future__ import annotations
 
@@ -78,3 +78,22 @@ def read_live(names: Iterable[str], store: LiveStore | None = None) -> tuple[dic
     now = time.time()
     records = store.read(sorted(set(names)))
     return {name: NodeLive(name, record, now) for name, record in records.items()}, now
+
+
+def router_stats_by_target(store: LiveStore | None = None) -> dict[tuple[str, str], dict]:
+    """Every router process's latest aggregates, summed per (model, target): rates and errors add,
+    percentiles are the worst process's (percentiles do not add)."""
+    combined: dict[tuple[str, str], dict] = {}
+    for text in (store or live_store()).router_stats().values():
+        for entry in json.loads(text).get("targets", []):
+            key = (entry["model"], entry["target"])
+            total = combined.get(key)
+            if total is None:
+                combined[key] = {**entry, "processes": 1}
+                continue
+            total["rate"] += entry["rate"]
+            total["errors"] += entry["errors"]
+            total["p50_ms"] = max(total["p50_ms"], entry["p50_ms"])
+            total["p99_ms"] = max(total["p99_ms"], entry["p99_ms"])
+            total["processes"] += 1
+    return combined

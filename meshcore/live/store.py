@@ -68,6 +68,10 @@ class LiveStore(Protocol):
 
     def try_lock(self, name: str, owner: str, ttl_s: float) -> bool: ...
 
+    def publish_router_stats(self, source: str, stats: str, ttl_s: float) -> None: ...
+
+    def router_stats(self) -> dict[str, str]: ...
+
     def clear(self) -> None: ...
 
 
@@ -78,6 +82,7 @@ class MemoryLiveStore:
         self._lock = threading.Lock()
         self._nodes: dict[str, dict[str, str]] = {}
         self._history: dict[tuple[str, str], deque[str]] = {}
+        self._router_stats: dict[str, tuple[str, float]] = {}
         self._history_points = history_points
         self._locks: dict[str, tuple[str, float]] = {}
 
@@ -146,11 +151,23 @@ class MemoryLiveStore:
                 return True
             return False
 
+    def publish_router_stats(self, source: str, stats: str, ttl_s: float) -> None:
+        """One router process's per-second aggregates (JSON text), kept `ttl_s`."""
+        with self._lock:
+            self._router_stats[source] = (stats, time.monotonic() + ttl_s)
+
+    def router_stats(self) -> dict[str, str]:
+        """The aggregates of every router process that published lately, by process."""
+        now = time.monotonic()
+        with self._lock:
+            return {source: stats for source, (stats, until) in self._router_stats.items() if until > now}
+
     def clear(self) -> None:
         with self._lock:
             self._nodes.clear()
             self._history.clear()
             self._locks.clear()
+            self._router_stats.clear()
 
 
 # KEYS: node record, node index, history key prefix for this node, the index of when each healthy node is next due.
@@ -322,6 +339,15 @@ class RedisLiveStore:
             return True
         # Renew only a lock this owner already holds (compare and extend, atomically).
         return bool(self._redis.eval(_RENEW_LOCK, 1, key, owner, ttl_ms))
+
+    def publish_router_stats(self, source: str, stats: str, ttl_s: float) -> None:
+        self._redis.set(f"{self._prefix}router:{source}", stats, px=int(ttl_s * 1000))
+
+    def router_stats(self) -> dict[str, str]:
+        keys = list(self._redis.scan_iter(match=f"{self._prefix}router:*", count=1000))
+        values = self._redis.mget(keys) if keys else []
+        start = len(f"{self._prefix}router:")
+        return {key.decode()[start:]: value.decode() for key, value in zip(keys, values, strict=True) if value}
 
     def clear(self) -> None:
         keys = list(self._redis.scan_iter(match=f"{self._prefix}*", count=1000))

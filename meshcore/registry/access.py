@@ -13,20 +13,8 @@ from django.utils import timezone
 
 from meshcore.kinds import DESIRED_FIELDS
 from meshcore.models import ApiToken, EventType, User
-from meshcore.registry.committing import (
-    Actor,
-    Change,
-    InvalidChange,
-    NotFound,
-    commit,
-    commit_all,
-    created_id,
-    event_spec,
-    full_clean,
-    get_row,
-    item_data,
-    refuse_duplicate,
-)
+from meshcore.registry import committing
+from meshcore.registry.committing import Actor, Change, InvalidChange, NotFound
 from meshcore.tokens import new_api_token
 
 
@@ -51,42 +39,44 @@ def issue_api_token(
         expires_at=expires_at,
         created_at=timezone.now(),
     )
-    full_clean(token)
-    result = commit(
+    committing.full_clean(token)
+    result = committing.commit(
         actor,
-        [{"op": "create", "kind": "api_token", "data": item_data("api_token", token)}],
+        [{"op": "create", "kind": "api_token", "data": committing.item_data("api_token", token)}],
         [
-            event_spec(
+            committing.event_spec(
                 EventType.TOKEN_ISSUED, token=name, id={"$ref": 0}, user=user.get_username(), prefix=secret.prefix
             )
         ],
-        explain=lambda: refuse_duplicate(
+        explain=lambda: committing.refuse_duplicate(
             ApiToken.objects.filter(user_id=user.pk, name=name),
             f"User {user.get_username()!r} already has a token named {name!r}.",
         ),
     )
-    return ApiToken.objects.select_related("user", "tenant").get(pk=created_id(result, "api_token")), secret.value
+    return ApiToken.objects.select_related("user", "tenant").get(
+        pk=committing.created_id(result, "api_token")
+    ), secret.value
 
 
 def _token_revocation(token_id: int) -> Change:
-    token = get_row(ApiToken.objects.select_related("user"), "API token", pk=token_id)
+    token = committing.get_row(ApiToken.objects.select_related("user"), "API token", pk=token_id)
     if token.revoked_at is not None:
         return [], []
     return (
         [{"op": "update", "kind": "api_token", "id": token.pk, "data": {"revoked_at": timezone.now().isoformat()}}],
-        [event_spec(EventType.TOKEN_REVOKED, token=token.name, id=token.pk, user=token.user.get_username())],
+        [committing.event_spec(EventType.TOKEN_REVOKED, token=token.name, id=token.pk, user=token.user.get_username())],
     )
 
 
 def revoke_api_token(*, actor: Actor, token_id: int) -> ApiToken:
     """Stop a token from working; the row stays, for the audit trail. Repeating it changes nothing."""
-    commit_all(actor, [token_id], _token_revocation)
+    committing.commit_all(actor, [token_id], _token_revocation)
     return ApiToken.objects.select_related("user", "tenant").get(pk=token_id)
 
 
 def revoke_api_tokens(*, actor: Actor, token_ids: Iterable[int]) -> None:
     """Revoke several tokens in one change: all of them, or (one refused) none."""
-    commit_all(actor, token_ids, _token_revocation)
+    committing.commit_all(actor, token_ids, _token_revocation)
 
 
 def _mark_saved(instance: models.Model, pk: int) -> None:
@@ -102,23 +92,23 @@ def save_user(*, actor: Actor, user: User) -> User:
     _full_clean_user(user)
     if user.pk is None:
         user.date_joined = user.date_joined or timezone.now()
-        result = commit(
+        result = committing.commit(
             actor,
-            [{"op": "create", "kind": "user", "data": {**item_data("user", user), "group_ids": []}}],
-            [event_spec(EventType.USER_CREATED, user=user.get_username())],
+            [{"op": "create", "kind": "user", "data": {**committing.item_data("user", user), "group_ids": []}}],
+            [committing.event_spec(EventType.USER_CREATED, user=user.get_username())],
         )
-        _mark_saved(user, created_id(result, "user"))
+        _mark_saved(user, committing.created_id(result, "user"))
         return user
     current = User.objects.filter(pk=user.pk).first()
     if current is None:
         raise NotFound(f"No user with id {user.pk}.")
     changed = [name for name in DESIRED_FIELDS["user"] if getattr(current, name) != getattr(user, name)]
     if changed:
-        commit(
+        committing.commit(
             actor,
-            [{"op": "update", "kind": "user", "id": user.pk, "data": item_data("user", user, changed)}],
+            [{"op": "update", "kind": "user", "id": user.pk, "data": committing.item_data("user", user, changed)}],
             # Say that the password changed, never what it is.
-            [event_spec(EventType.USER_UPDATED, user=user.get_username(), changed=changed)],
+            [committing.event_spec(EventType.USER_UPDATED, user=user.get_username(), changed=changed)],
         )
     return user
 
@@ -134,26 +124,26 @@ def set_user_groups(*, actor: Actor, user: User, groups: Iterable[Group]) -> Non
     group_ids = sorted({group.pk for group in groups})
     if sorted(user.groups.values_list("pk", flat=True)) == group_ids:
         return
-    commit(
+    committing.commit(
         actor,
         [{"op": "update", "kind": "user", "id": user.pk, "data": {"group_ids": group_ids}}],
-        [event_spec(EventType.USER_UPDATED, user=user.get_username(), changed=["groups"])],
+        [committing.event_spec(EventType.USER_UPDATED, user=user.get_username(), changed=["groups"])],
     )
 
 
 def _user_deletion(user: User) -> Change:
     return [{"op": "delete", "kind": "user", "id": user.pk}], [
-        event_spec(EventType.USER_DELETED, user=user.get_username())
+        committing.event_spec(EventType.USER_DELETED, user=user.get_username())
     ]
 
 
 def delete_user(*, actor: Actor, user: User) -> None:
-    commit(actor, *_user_deletion(user))
+    committing.commit(actor, *_user_deletion(user))
 
 
 def delete_users(*, actor: Actor, users: Iterable[User]) -> None:
     """Delete several users (and their API tokens) in one change: all of them, or (one refused) none."""
-    commit_all(actor, users, _user_deletion)
+    committing.commit_all(actor, users, _user_deletion)
 
 
 def _permission_names(group: Group) -> list[str]:
@@ -168,12 +158,12 @@ def save_group(*, actor: Actor, group: Group, permissions: Iterable[str] | None 
     if not group.name or len(group.name) > 150:
         raise InvalidChange({"name": "A group needs a name of at most 150 characters."})
     if group.pk is None:
-        result = commit(
+        result = committing.commit(
             actor,
             [{"op": "create", "kind": "group", "data": {"permissions": [], **data}}],
-            [event_spec(EventType.GROUP_CREATED, group=group.name)],
+            [committing.event_spec(EventType.GROUP_CREATED, group=group.name)],
         )
-        _mark_saved(group, created_id(result, "group"))
+        _mark_saved(group, committing.created_id(result, "group"))
         return group
     current = Group.objects.filter(pk=group.pk).first()
     if current is None:
@@ -182,22 +172,24 @@ def save_group(*, actor: Actor, group: Group, permissions: Iterable[str] | None 
     if permissions is not None and _permission_names(current) != data["permissions"]:
         changed.append("permissions")
     if changed:
-        commit(
+        committing.commit(
             actor,
             [{"op": "update", "kind": "group", "id": group.pk, "data": data}],
-            [event_spec(EventType.GROUP_UPDATED, group=group.name, changed=changed)],
+            [committing.event_spec(EventType.GROUP_UPDATED, group=group.name, changed=changed)],
         )
     return group
 
 
 def _group_deletion(group: Group) -> Change:
-    return [{"op": "delete", "kind": "group", "id": group.pk}], [event_spec(EventType.GROUP_DELETED, group=group.name)]
+    return [{"op": "delete", "kind": "group", "id": group.pk}], [
+        committing.event_spec(EventType.GROUP_DELETED, group=group.name)
+    ]
 
 
 def delete_group(*, actor: Actor, group: Group) -> None:
-    commit(actor, *_group_deletion(group))
+    committing.commit(actor, *_group_deletion(group))
 
 
 def delete_groups(*, actor: Actor, groups: Iterable[Group]) -> None:
     """Delete several groups in one change: all of them, or (one refused) none."""
-    commit_all(actor, groups, _group_deletion)
+    committing.commit_all(actor, groups, _group_deletion)

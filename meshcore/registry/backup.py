@@ -5,15 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from meshcore.models import EventType
-from meshcore.registry.committing import (
-    Actor,
-    Conflict,
-    InvalidChange,
-    Unavailable,
-    actor_name,
-    batch_key,
-    event_spec,
-)
+from meshcore.registry import committing
+from meshcore.registry.committing import Actor, Conflict, InvalidChange, Unavailable
 from meshcore.replication.desired import LOG_FORMAT
 from meshcore.replication.log import current_log
 from meshcore.replication.raft import NoQuorum
@@ -31,10 +24,10 @@ def restore_state(*, actor: Actor, document: dict[str, Any]) -> dict[str, Any]:
     counts = {kind: len(items) for kind, items in document["items"].items()}
     batch = {
         "format": LOG_FORMAT,
-        "key": batch_key(actor),
-        "actor": actor_name(actor),
+        "key": committing.batch_key(actor),
+        "actor": committing.actor_name(actor),
         "restore": document,
-        "events": [event_spec(EventType.STATE_RESTORED, seq=document.get("seq"), items=counts)],
+        "events": [committing.event_spec(EventType.STATE_RESTORED, seq=document.get("seq"), items=counts)],
     }
     try:
         result = current_log().propose(batch)

@@ -10,23 +10,8 @@ from django.utils import timezone
 
 from meshcore.kinds import KIND_BY_NAME
 from meshcore.models import EventType, Model
-from meshcore.registry.committing import (
-    Actor,
-    Change,
-    InvalidChange,
-    as_committed,
-    assign_changes,
-    check_version,
-    commit,
-    commit_all,
-    created_id,
-    event_spec,
-    full_clean,
-    get_row,
-    item_data,
-    refuse_duplicate,
-    update_op,
-)
+from meshcore.registry import committing
+from meshcore.registry.committing import Actor, Change, InvalidChange
 
 MODEL_FIELDS = KIND_BY_NAME["model"].editable
 MAX_CONFIG_DEPTH = 32
@@ -63,9 +48,9 @@ def _validate_model_config(values: dict[str, Any]) -> None:
 
 def _explain_model(model_id: int | None, expected_version: int | None, name: str, revision: str) -> None:
     if model_id is not None:
-        model = get_row(Model.objects, "model", pk=model_id)
-        check_version(model, expected_version, f"Model {model}")
-    refuse_duplicate(
+        model = committing.get_row(Model.objects, "model", pk=model_id)
+        committing.check_version(model, expected_version, f"Model {model}")
+    committing.refuse_duplicate(
         Model.objects.filter(name=name, revision=revision).exclude(pk=model_id),
         f"Model {name!r} revision {revision!r} is already in the catalog.",
     )
@@ -85,48 +70,52 @@ def create_model(
         created_at=now,
         updated_at=now,
     )
-    full_clean(model)
-    result = commit(
+    committing.full_clean(model)
+    result = committing.commit(
         actor,
-        [{"op": "create", "kind": "model", "data": item_data("model", model)}],
-        [event_spec(EventType.MODEL_CREATED, model=name, revision=revision, id={"$ref": 0})],
+        [{"op": "create", "kind": "model", "data": committing.item_data("model", model)}],
+        [committing.event_spec(EventType.MODEL_CREATED, model=name, revision=revision, id={"$ref": 0})],
         explain=lambda: _explain_model(None, None, name, revision),
     )
-    return Model.objects.get(pk=created_id(result, "model"))
+    return Model.objects.get(pk=committing.created_id(result, "model"))
 
 
 def update_model(*, actor: Actor, model_id: int, changes: dict[str, Any], expected_version: int | None = None) -> Model:
     _validate_model_config(changes)
-    model = get_row(Model.objects, "model", pk=model_id)
-    changed = assign_changes(model, changes, MODEL_FIELDS, "Model")
+    model = committing.get_row(Model.objects, "model", pk=model_id)
+    changed = committing.assign_changes(model, changes, MODEL_FIELDS, "Model")
     if not changed:
         return model
-    full_clean(model)
-    result = commit(
+    committing.full_clean(model)
+    result = committing.commit(
         actor,
-        [update_op("model", model, changed, expected_version)],
-        [event_spec(EventType.MODEL_UPDATED, model=model.name, revision=model.revision, id=model.pk, changed=changed)],
+        [committing.update_op("model", model, changed, expected_version)],
+        [
+            committing.event_spec(
+                EventType.MODEL_UPDATED, model=model.name, revision=model.revision, id=model.pk, changed=changed
+            )
+        ],
         explain=lambda: _explain_model(model_id, expected_version, model.name, model.revision),
     )
-    return as_committed(model, "model", result)
+    return committing.as_committed(model, "model", result)
 
 
 def _model_deletion(model_id: int, expected_version: int | None) -> Change:
-    model = get_row(Model.objects, "model", pk=model_id)
+    model = committing.get_row(Model.objects, "model", pk=model_id)
     return (
         [{"op": "delete", "kind": "model", "id": model.pk, "expected_version": expected_version}],
-        [event_spec(EventType.MODEL_DELETED, model=model.name, revision=model.revision)],
+        [committing.event_spec(EventType.MODEL_DELETED, model=model.name, revision=model.revision)],
     )
 
 
 def delete_model(*, actor: Actor, model_id: int, expected_version: int | None = None) -> None:
     def explain() -> None:
-        model = get_row(Model.objects, "model", pk=model_id)
-        check_version(model, expected_version, f"Model {model}")
+        model = committing.get_row(Model.objects, "model", pk=model_id)
+        committing.check_version(model, expected_version, f"Model {model}")
 
-    commit(actor, *_model_deletion(model_id, expected_version), explain=explain)
+    committing.commit(actor, *_model_deletion(model_id, expected_version), explain=explain)
 
 
 def delete_models(*, actor: Actor, model_ids: Iterable[int]) -> None:
     """Delete several catalog models in one change: all of them, or (one refused) none."""
-    commit_all(actor, model_ids, lambda model_id: _model_deletion(model_id, None))
+    committing.commit_all(actor, model_ids, lambda model_id: _model_deletion(model_id, None))

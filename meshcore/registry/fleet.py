@@ -11,23 +11,8 @@ from django.utils import timezone
 from meshcore.kinds import KIND_BY_NAME
 from meshcore.labels import validate_labels
 from meshcore.models import EventType, Node, NodeRole, NodeToken, Runtime
-from meshcore.registry.committing import (
-    Actor,
-    Change,
-    InvalidChange,
-    as_committed,
-    assign_changes,
-    check_version,
-    commit,
-    commit_all,
-    created_id,
-    event_spec,
-    full_clean,
-    get_row,
-    item_data,
-    refuse_duplicate,
-    update_op,
-)
+from meshcore.registry import committing
+from meshcore.registry.committing import Actor, Change, InvalidChange
 from meshcore.tokens import new_node_token
 
 NODE_FIELDS = KIND_BY_NAME["node"].editable
@@ -64,86 +49,91 @@ def create_node(
     values = _validate_node_fields({"roles": roles or [], "labels": labels or {}})
     now = timezone.now()
     node = Node(name=name, address=address, zone=zone, created_at=now, updated_at=now, **values)
-    full_clean(node)
+    committing.full_clean(node)
     secret = new_node_token()
     token = NodeToken(digest=secret.digest, prefix=secret.prefix, issued_at=now)
-    result = commit(
+    result = committing.commit(
         actor,
         [
-            {"op": "create", "kind": "node", "data": item_data("node", node)},
+            {"op": "create", "kind": "node", "data": committing.item_data("node", node)},
             {
                 "op": "create",
                 "kind": "node_token",
-                "data": {**item_data("node_token", token, ("digest", "prefix", "issued_at")), "node_id": {"$ref": 0}},
+                "data": {
+                    **committing.item_data("node_token", token, ("digest", "prefix", "issued_at")),
+                    "node_id": {"$ref": 0},
+                },
             },
         ],
-        [event_spec(EventType.NODE_JOINED, name, address=address)],
-        explain=lambda: refuse_duplicate(
+        [committing.event_spec(EventType.NODE_JOINED, name, address=address)],
+        explain=lambda: committing.refuse_duplicate(
             Node.objects.filter(name=name), f"A node named {name!r} is already registered."
         ),
     )
-    return Node.objects.get(pk=created_id(result, "node")), secret.value
+    return Node.objects.get(pk=committing.created_id(result, "node")), secret.value
 
 
 def update_node(*, actor: Actor, name: str, changes: dict[str, Any], expected_version: int | None = None) -> Node:
     if "name" in changes and changes["name"] != name:
         raise InvalidChange({"name": "A node's name cannot change; register a new node and delete this one."})
     changes = _validate_node_fields({k: v for k, v in changes.items() if k != "name"})
-    node = get_row(Node.objects, "node", name=name)
-    changed = assign_changes(node, changes, NODE_FIELDS, "Node")
+    node = committing.get_row(Node.objects, "node", name=name)
+    changed = committing.assign_changes(node, changes, NODE_FIELDS, "Node")
     if not changed:
         return node
-    full_clean(node)
-    result = commit(
+    committing.full_clean(node)
+    result = committing.commit(
         actor,
-        [update_op("node", node, changed, expected_version)],
-        [event_spec(EventType.NODE_UPDATED, name, changed=changed)],
+        [committing.update_op("node", node, changed, expected_version)],
+        [committing.event_spec(EventType.NODE_UPDATED, name, changed=changed)],
         explain=lambda: _explain_node(name, expected_version),
     )
-    return as_committed(node, "node", result)
+    return committing.as_committed(node, "node", result)
 
 
 def set_node_draining(*, actor: Actor, name: str, draining: bool, expected_version: int | None = None) -> Node:
     """Drain (no new work routed or placed) or undrain a node; repeating it changes nothing."""
-    node = get_row(Node.objects, "node", name=name)
+    node = committing.get_row(Node.objects, "node", name=name)
     if node.draining == draining:
         return node
     node.draining = draining
     event_type = EventType.NODE_DRAINING if draining else EventType.NODE_UNDRAINED
-    result = commit(
+    result = committing.commit(
         actor,
-        [update_op("node", node, ["draining"], expected_version)],
-        [event_spec(event_type, name)],
+        [committing.update_op("node", node, ["draining"], expected_version)],
+        [committing.event_spec(event_type, name)],
         explain=lambda: _explain_node(name, expected_version),
     )
-    return as_committed(node, "node", result)
+    return committing.as_committed(node, "node", result)
 
 
 def _explain_node(name: str, expected_version: int | None) -> None:
-    check_version(get_row(Node.objects, "node", name=name), expected_version, f"Node {name!r}")
+    committing.check_version(committing.get_row(Node.objects, "node", name=name), expected_version, f"Node {name!r}")
 
 
 def _node_deletion(name: str, expected_version: int | None) -> Change:
-    node = get_row(Node.objects, "node", name=name)
+    node = committing.get_row(Node.objects, "node", name=name)
     return (
         [{"op": "delete", "kind": "node", "id": node.pk, "expected_version": expected_version}],
         # Recorded against the node's name, which the event keeps once the row is gone.
-        [event_spec(EventType.NODE_LEFT, name, node=name)],
+        [committing.event_spec(EventType.NODE_LEFT, name, node=name)],
     )
 
 
 def delete_node(*, actor: Actor, name: str, expected_version: int | None = None) -> None:
-    commit(actor, *_node_deletion(name, expected_version), explain=lambda: _explain_node(name, expected_version))
+    committing.commit(
+        actor, *_node_deletion(name, expected_version), explain=lambda: _explain_node(name, expected_version)
+    )
 
 
 def delete_nodes(*, actor: Actor, names: Iterable[str]) -> None:
     """Delete several nodes in one change: all of them, or (one refused) none."""
-    commit_all(actor, names, lambda name: _node_deletion(name, None))
+    committing.commit_all(actor, names, lambda name: _node_deletion(name, None))
 
 
 def rotate_node_token(*, actor: Actor, name: str) -> tuple[Node, str]:
     """Replace the node's agent token; the old one stops working at once."""
-    node = get_row(Node.objects.select_related("token"), "node", name=name)
+    node = committing.get_row(Node.objects.select_related("token"), "node", name=name)
     secret = new_node_token()
     data = {
         "digest": secret.digest,
@@ -156,16 +146,16 @@ def rotate_node_token(*, actor: Actor, name: str) -> tuple[Node, str]:
         op = {"op": "create", "kind": "node_token", "data": {**data, "node_id": node.pk}}
     else:
         op = {"op": "update", "kind": "node_token", "id": existing.pk, "data": data}
-    commit(actor, [op], [event_spec(EventType.NODE_TOKEN_ROTATED, name, prefix=secret.prefix)])
+    committing.commit(actor, [op], [committing.event_spec(EventType.NODE_TOKEN_ROTATED, name, prefix=secret.prefix)])
     return Node.objects.select_related("token").get(pk=node.pk), secret.value
 
 
 def revoke_node_token(*, actor: Actor, name: str) -> Node:
     """Stop the node's agent token from working; rotate to issue a new one."""
-    node = get_row(Node.objects, "node", name=name)
+    node = committing.get_row(Node.objects, "node", name=name)
     token = NodeToken.objects.filter(node=node, revoked_at__isnull=True).first()
     if token is not None:
-        commit(
+        committing.commit(
             actor,
             [
                 {
@@ -175,7 +165,7 @@ def revoke_node_token(*, actor: Actor, name: str) -> Node:
                     "data": {"revoked_at": timezone.now().isoformat()},
                 }
             ],
-            [event_spec(EventType.NODE_TOKEN_REVOKED, name)],
+            [committing.event_spec(EventType.NODE_TOKEN_REVOKED, name)],
         )
     return Node.objects.get(pk=node.pk)
 
@@ -185,10 +175,10 @@ RUNTIME_FIELDS = KIND_BY_NAME["runtime"].editable
 
 def _explain_runtime(runtime_id: int | None, expected_version: int | None, node: Node, name: str) -> None:
     if runtime_id is not None:
-        runtime = get_row(Runtime.objects.select_related("node"), "runtime", pk=runtime_id)
-        check_version(runtime, expected_version, f"Runtime {runtime}")
-    get_row(Node.objects, "node", name=node.name)
-    refuse_duplicate(
+        runtime = committing.get_row(Runtime.objects.select_related("node"), "runtime", pk=runtime_id)
+        committing.check_version(runtime, expected_version, f"Runtime {runtime}")
+    committing.get_row(Node.objects, "node", name=node.name)
+    committing.refuse_duplicate(
         Runtime.objects.filter(node=node, name=name).exclude(pk=runtime_id),
         f"Node {node.name!r} already has a runtime named {name!r}.",
     )
@@ -215,7 +205,7 @@ def register_discovered_runtime(*, node_name: str, name: str, http_url: str, met
 def _create_runtime(
     actor: Actor, event_type: str, node_name: str, name: str, http_url: str, grpc_url: str, metrics_url: str
 ) -> Runtime:
-    node = get_row(Node.objects, "node", name=node_name)
+    node = committing.get_row(Node.objects, "node", name=node_name)
     now = timezone.now()
     runtime = Runtime(
         node=node,
@@ -226,53 +216,53 @@ def _create_runtime(
         created_at=now,
         updated_at=now,
     )
-    full_clean(runtime)
-    result = commit(
+    committing.full_clean(runtime)
+    result = committing.commit(
         actor,
-        [{"op": "create", "kind": "runtime", "data": item_data("runtime", runtime)}],
-        [event_spec(event_type, node_name, runtime=name, id={"$ref": 0}, http_url=http_url)],
+        [{"op": "create", "kind": "runtime", "data": committing.item_data("runtime", runtime)}],
+        [committing.event_spec(event_type, node_name, runtime=name, id={"$ref": 0}, http_url=http_url)],
         explain=lambda: _explain_runtime(None, None, node, name),
     )
-    return Runtime.objects.select_related("node").get(pk=created_id(result, "runtime"))
+    return Runtime.objects.select_related("node").get(pk=committing.created_id(result, "runtime"))
 
 
 def update_runtime(
     *, actor: Actor, runtime_id: int, changes: dict[str, Any], expected_version: int | None = None
 ) -> Runtime:
-    runtime = get_row(Runtime.objects.select_related("node"), "runtime", pk=runtime_id)
-    changed = assign_changes(runtime, changes, RUNTIME_FIELDS, "Runtime")
+    runtime = committing.get_row(Runtime.objects.select_related("node"), "runtime", pk=runtime_id)
+    changed = committing.assign_changes(runtime, changes, RUNTIME_FIELDS, "Runtime")
     if not changed:
         return runtime
-    full_clean(runtime)
-    result = commit(
+    committing.full_clean(runtime)
+    result = committing.commit(
         actor,
-        [update_op("runtime", runtime, changed, expected_version)],
+        [committing.update_op("runtime", runtime, changed, expected_version)],
         [
-            event_spec(
+            committing.event_spec(
                 EventType.RUNTIME_UPDATED, runtime.node.name, runtime=runtime.name, id=runtime.pk, changed=changed
             )
         ],
         explain=lambda: _explain_runtime(runtime_id, expected_version, runtime.node, runtime.name),
     )
-    return as_committed(runtime, "runtime", result)
+    return committing.as_committed(runtime, "runtime", result)
 
 
 def _runtime_deletion(runtime_id: int, expected_version: int | None) -> Change:
-    runtime = get_row(Runtime.objects.select_related("node"), "runtime", pk=runtime_id)
+    runtime = committing.get_row(Runtime.objects.select_related("node"), "runtime", pk=runtime_id)
     return (
         [{"op": "delete", "kind": "runtime", "id": runtime.pk, "expected_version": expected_version}],
-        [event_spec(EventType.RUNTIME_DELETED, runtime.node.name, runtime=runtime.name)],
+        [committing.event_spec(EventType.RUNTIME_DELETED, runtime.node.name, runtime=runtime.name)],
     )
 
 
 def delete_runtime(*, actor: Actor, runtime_id: int, expected_version: int | None = None) -> None:
     def explain() -> None:
-        runtime = get_row(Runtime.objects.select_related("node"), "runtime", pk=runtime_id)
-        check_version(runtime, expected_version, f"Runtime {runtime}")
+        runtime = committing.get_row(Runtime.objects.select_related("node"), "runtime", pk=runtime_id)
+        committing.check_version(runtime, expected_version, f"Runtime {runtime}")
 
-    commit(actor, *_runtime_deletion(runtime_id, expected_version), explain=explain)
+    committing.commit(actor, *_runtime_deletion(runtime_id, expected_version), explain=explain)
 
 
 def delete_runtimes(*, actor: Actor, runtime_ids: Iterable[int]) -> None:
     """Delete several runtimes in one change: all of them, or (one refused) none."""
-    commit_all(actor, runtime_ids, lambda runtime_id: _runtime_deletion(runtime_id, None))
+    committing.commit_all(actor, runtime_ids, lambda runtime_id: _runtime_deletion(runtime_id, None))

@@ -10,24 +10,8 @@ from django.utils import timezone
 from meshcore.kinds import KIND_BY_NAME
 from meshcore.models import EventType, Policy
 from meshcore.policy_specs import SpecError, validate_spec
-from meshcore.registry.committing import (
-    Actor,
-    Change,
-    InvalidChange,
-    actor_id,
-    as_committed,
-    assign_changes,
-    check_version,
-    commit,
-    commit_all,
-    created_id,
-    event_spec,
-    full_clean,
-    get_row,
-    item_data,
-    refuse_duplicate,
-    update_op,
-)
+from meshcore.registry import committing
+from meshcore.registry.committing import Actor, Change, InvalidChange
 
 POLICY_FIELDS = KIND_BY_NAME["policy"].editable
 
@@ -45,9 +29,11 @@ def _policy_event_data(policy: Policy) -> dict[str, Any]:
 
 def _explain_policy(policy_id: int | None, expected_version: int | None, name: str) -> None:
     if policy_id is not None:
-        policy = get_row(Policy.objects, "policy", pk=policy_id)
-        check_version(policy, expected_version, f"Policy {policy.name!r}")
-    refuse_duplicate(Policy.objects.filter(name=name).exclude(pk=policy_id), f"A policy named {name!r} already exists.")
+        policy = committing.get_row(Policy.objects, "policy", pk=policy_id)
+        committing.check_version(policy, expected_version, f"Policy {policy.name!r}")
+    committing.refuse_duplicate(
+        Policy.objects.filter(name=name).exclude(pk=policy_id), f"A policy named {name!r} already exists."
+    )
 
 
 def create_policy(
@@ -69,18 +55,18 @@ def create_policy(
         enabled=enabled,
         priority=priority,
         description=description,
-        owner_id=actor_id(actor),
+        owner_id=committing.actor_id(actor),
         created_at=now,
         updated_at=now,
     )
-    full_clean(policy)
-    result = commit(
+    committing.full_clean(policy)
+    result = committing.commit(
         actor,
-        [{"op": "create", "kind": "policy", "data": item_data("policy", policy)}],
-        [event_spec(EventType.POLICY_CREATED, **_policy_event_data(policy))],
+        [{"op": "create", "kind": "policy", "data": committing.item_data("policy", policy)}],
+        [committing.event_spec(EventType.POLICY_CREATED, **_policy_event_data(policy))],
         explain=lambda: _explain_policy(None, None, name),
     )
-    return Policy.objects.select_related("owner").get(pk=created_id(result, "policy"))
+    return Policy.objects.select_related("owner").get(pk=committing.created_id(result, "policy"))
 
 
 def update_policy(
@@ -97,37 +83,39 @@ def update_policy(
     if current is not None and current.name == name:
         policy = current
     else:
-        policy = get_row(Policy.objects, "policy", name=name)
+        policy = committing.get_row(Policy.objects, "policy", name=name)
     if "spec" in changes or "kind" in changes:
         changes = {**changes, "spec": _normal_spec(changes.get("kind", policy.kind), changes.get("spec", policy.spec))}
-    changed = assign_changes(policy, changes, POLICY_FIELDS, "Policy")
+    changed = committing.assign_changes(policy, changes, POLICY_FIELDS, "Policy")
     if not changed:
         return policy
-    full_clean(policy)
-    result = commit(
+    committing.full_clean(policy)
+    result = committing.commit(
         actor,
-        [update_op("policy", policy, changed, expected_version)],
-        [event_spec(EventType.POLICY_UPDATED, **_policy_event_data(policy), changed=changed)],
+        [committing.update_op("policy", policy, changed, expected_version)],
+        [committing.event_spec(EventType.POLICY_UPDATED, **_policy_event_data(policy), changed=changed)],
         explain=lambda: _explain_policy(policy.pk, expected_version, policy.name),
     )
-    return as_committed(policy, "policy", result)
+    return committing.as_committed(policy, "policy", result)
 
 
 def _policy_deletion(name: str, expected_version: int | None) -> Change:
-    policy = get_row(Policy.objects, "policy", name=name)
+    policy = committing.get_row(Policy.objects, "policy", name=name)
     return (
         [{"op": "delete", "kind": "policy", "id": policy.pk, "expected_version": expected_version}],
-        [event_spec(EventType.POLICY_DELETED, **_policy_event_data(policy))],
+        [committing.event_spec(EventType.POLICY_DELETED, **_policy_event_data(policy))],
     )
 
 
 def delete_policy(*, actor: Actor, name: str, expected_version: int | None = None) -> None:
     def explain() -> None:
-        check_version(get_row(Policy.objects, "policy", name=name), expected_version, f"Policy {name!r}")
+        committing.check_version(
+            committing.get_row(Policy.objects, "policy", name=name), expected_version, f"Policy {name!r}"
+        )
 
-    commit(actor, *_policy_deletion(name, expected_version), explain=explain)
+    committing.commit(actor, *_policy_deletion(name, expected_version), explain=explain)
 
 
 def delete_policies(*, actor: Actor, names: Iterable[str]) -> None:
     """Delete several policies in one change: all of them, or (one refused) none."""
-    commit_all(actor, names, lambda name: _policy_deletion(name, None))
+    committing.commit_all(actor, names, lambda name: _policy_deletion(name, None))

@@ -12,10 +12,17 @@ def client():
 
 
 async def test_it_routes_proxy_paths_to_the_data_path(client):
-    for path in ("/proxy", "/proxy/", "/proxy/v2/models/m/infer"):
+    for path, status in (("/proxy", 404), ("/proxy/", 404), ("/proxy/v2/models/m/infer", 401)):
         response = await client.post(path, content=b"x" * 100_000)
-        assert response.status_code == 503, path
-        assert response.json()["error"] == "routing_not_configured"
+        assert response.status_code == status, path
+        assert set(response.json()) == {"error", "detail"}
+        assert response.headers["x-request-id"]
+
+
+async def test_it_routes_metrics_to_the_proxys_endpoint(client):
+    response = await client.get("/metrics")
+    assert response.status_code == 401
+    assert response.json()["error"] == "unauthenticated"
 
 
 async def test_it_routes_everything_else_to_django(client):

@@ -41,13 +41,16 @@ def server(migrated_env):
         process.wait()
 
 
-def test_it_answers_the_proxy_slot_with_a_clear_json_503(server):
+def test_it_serves_the_proxy_with_clear_json_errors(server):
     base, _ = server
     response = httpx.post(f"{base}/proxy/v2/models/resnet/infer", json={"inputs": []}, headers={"X-Request-ID": "r-1"})
-    assert response.status_code == 503
-    assert response.json()["error"] == "routing_not_configured"
+    assert response.status_code == 401
+    assert response.json()["error"] == "unauthenticated"
     assert response.headers["x-request-id"] == "r-1"
-    assert "retry-after" in response.headers
+    assert httpx.get(f"{base}/proxy/v2/health/live").status_code == 200
+    not_ready = httpx.get(f"{base}/proxy/v2/health/ready")
+    assert not_ready.status_code == 503  # nothing is loaded anywhere yet
+    assert "retry-after" in not_ready.headers
 
 
 def test_it_serves_the_api_admin_and_docs(server):
