@@ -14,6 +14,7 @@ import whitenoise.compress
 from django.core.exceptions import ImproperlyConfigured
 
 from infermesh_site.env import env_bool, env_choice, env_int, env_list, env_str
+from meshcore.replication.addresses import raft_address_problem
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -323,12 +324,11 @@ MESH_RAFT_PROFILE = env_choice("MESH_RAFT_PROFILE", "tuned", ("tuned", "pysyncob
 # What a replica encrypts its Raft messages with; it reads both. "fernet" (PySyncObj's) while replicas of
 # releases before infermesh's own cipher remain in the cluster (meshcore/replication/cipher.py).
 MESH_RAFT_CIPHER = env_choice("MESH_RAFT_CIPHER", "aes-gcm-siv", ("aes-gcm-siv", "fernet"))
-for _address in [MESH_RAFT_ADDRESS, *MESH_RAFT_PEERS]:
-    _host, _, _port = _address.rpartition(":")
-    if not _host or not _port.isdigit():
-        raise ImproperlyConfigured(
-            f"Raft address {_address!r} is not HOST:PORT (in MESH_RAFT_ADDRESS or MESH_RAFT_PEERS)."
-        )
+for _name, _addresses in (("MESH_RAFT_ADDRESS", [MESH_RAFT_ADDRESS]), ("MESH_RAFT_PEERS", MESH_RAFT_PEERS)):
+    for _address in _addresses:
+        # The same check as a cluster member added through the API or `manage.py cluster_member`.
+        if _problem := raft_address_problem(_address):
+            raise ImproperlyConfigured(f"{_name}: {_problem}")
 if MESH_RAFT_ADDRESS in MESH_RAFT_PEERS:
     raise ImproperlyConfigured("MESH_RAFT_PEERS lists this replica's own MESH_RAFT_ADDRESS; list only the others.")
 MESH_RAFT_PASSWORD = env_str("MESH_RAFT_PASSWORD") or ""

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from meshcore.replication.addresses import raft_address_problem
 from meshcore.replication.log import change_membership, current_status
 from meshcore.replication.raft import NoQuorum
 
@@ -48,11 +50,17 @@ class ClusterView(APIView):
         return Response(current_status())
 
 
+def _raft_address(value: str) -> None:
+    if problem := raft_address_problem(value):
+        raise serializers.ValidationError(problem)
+
+
 class ClusterMemberSerializer(serializers.Serializer):
-    address = serializers.RegexField(
-        r"^[^\s:/]+:\d{1,5}$",
-        help_text="The replica's MESH_RAFT_ADDRESS.",
-        error_messages={"invalid": "Use HOST:PORT."},
+    address = serializers.CharField(
+        max_length=260,
+        trim_whitespace=False,
+        validators=[_raft_address],
+        help_text="The replica's MESH_RAFT_ADDRESS: HOST:PORT (port 1-65535), as in MESH_RAFT_PEERS.",
     )
 
 
@@ -68,7 +76,20 @@ def _change(change: str, address: str) -> Response:
 class ClusterMembersView(APIView):
     """Add a replica to the running cluster (start it first with MESH_RAFT_PEERS = every member)."""
 
-    @extend_schema(request=ClusterMemberSerializer, responses=ClusterSerializer, operation_id="cluster_member_add")
+    @extend_schema(
+        request=ClusterMemberSerializer,
+        responses={
+            200: ClusterSerializer,
+            400: OpenApiResponse(OpenApiTypes.OBJECT, description="The address is not HOST:PORT (port 1-65535)."),
+            409: OpenApiResponse(
+                OpenApiTypes.OBJECT,
+                description="Already a member, or refused: no live replica with the cluster's password answers at "
+                "the address, or the cluster would be left without a reachable quorum. `detail` says what to do.",
+            ),
+            503: OpenApiResponse(OpenApiTypes.OBJECT, description="No quorum now, or another change is under way."),
+        },
+        operation_id="cluster_member_add",
+    )
     def post(self, request: Request) -> Response:
         member = ClusterMemberSerializer(data=request.data)
         member.is_valid(raise_exception=True)
@@ -78,7 +99,18 @@ class ClusterMembersView(APIView):
 class ClusterMemberView(APIView):
     """Remove a replica from the cluster, one at a time."""
 
-    @extend_schema(responses=ClusterSerializer, operation_id="cluster_member_remove")
+    @extend_schema(
+        responses={
+            200: ClusterSerializer,
+            400: OpenApiResponse(OpenApiTypes.OBJECT, description="The address is not HOST:PORT (port 1-65535)."),
+            409: OpenApiResponse(
+                OpenApiTypes.OBJECT,
+                description="Not a member, the leader, or the remaining members could not reach a quorum.",
+            ),
+            503: OpenApiResponse(OpenApiTypes.OBJECT, description="No quorum now, or another change is under way."),
+        },
+        operation_id="cluster_member_remove",
+    )
     def delete(self, request: Request, address: str) -> Response:
         member = ClusterMemberSerializer(data={"address": address})
         member.is_valid(raise_exception=True)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 import django_filters
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.db.models.fields.json import KeyTransform
+from django_filters.fields import IsoDateTimeField
 from rest_framework.exceptions import ValidationError as ApiValidationError
 
 from meshcore.labels import validate_label_key
@@ -113,10 +117,32 @@ class ModelInstanceFilter(django_filters.FilterSet):
         fields = ["node", "model", "state"]
 
 
+class UtcIsoDateTimeField(IsoDateTimeField):
+    """An ISO 8601 date-time, handed to the database in UTC.
+
+    Python accepts UTC offsets up to ±23:59 and PostgreSQL only up to ±15:59: `since=2000-01-01T00:00:00+16:00`
+    reached the database as written and failed there (500). In UTC every offset is the same instant, and one
+    that leaves the years 1-9999 (`0001-01-01T00:00:00+01:00`) is a 400.
+    """
+
+    def to_python(self, value: Any) -> datetime | None:
+        parsed = super().to_python(value)
+        if parsed is None:
+            return None
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError:
+            raise ValidationError("This date-time is out of range (years 1-9999 in UTC).", code="invalid") from None
+
+
+class UtcIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = UtcIsoDateTimeField
+
+
 class EventFilter(django_filters.FilterSet):
     type = django_filters.MultipleChoiceFilter(choices=EventType.choices)
     node = django_filters.CharFilter(field_name="node_name")
-    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    since = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
 
     class Meta:
         model = Event

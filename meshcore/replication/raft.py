@@ -29,14 +29,17 @@ from cryptography.fernet import InvalidToken
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
 
 from meshcore.replication import framing
+from meshcore.replication.addresses import check_raft_address
 from meshcore.replication.cipher import RaftCipher
 from meshcore.replication.desired import LOG_FORMAT, DesiredState
+from meshcore.replication.membership import MembershipRefused, check_add, check_remove, probe_replica
 from meshcore.replication.projector import NOW, SOON, WRITER, Projector
 from meshcore.replication.proposals import ProposalQueue
 
 logger = logging.getLogger(__name__)
 
 
+_FOLLOWER = 0  # PySyncObj's _RAFT_STATE.FOLLOWER
 _LEADER = 2  # PySyncObj's _RAFT_STATE.LEADER
 
 
@@ -156,6 +159,48 @@ class _SyncObj(SyncObj):
             return send_now
         return self._followers_wait() and send_now  # asked on every tick: the answer covers this tick's entries
 
+    def abandon_lone_addition(self, address: str) -> str:
+        """Take back the addition of `address` if it has not committed and this replica was the only voter before it.
+
+        Runs on the tick thread (PySyncObj's state is not shared with other threads). PySyncObj, as
+        Raft, counts a new member from the moment the change enters the leader's log: a one-replica
+        cluster that admitted a replica which then never answers can commit nothing again, not even
+        after a restart (the entry waits in the journal and commits at once, alone). Taking the entry
+        back is safe here: only a leader of its term could commit it, this replica was that leader
+        (its term has not moved since), and committing needs this replica's own acknowledgement in the
+        new configuration. The replica drops the entries from that one on (their writers hear
+        DISCARDED) and the newcomer, then holds a new election, alone: its next entries carry a newer
+        term, so a newcomer that did receive the entry replaces it if it is ever admitted.
+
+        Returns "committed" (nothing to take back), "abandoned", or "kept" (not this replica's to take back).
+        """
+        others = self._SyncObj__otherNodes
+        if {node.address for node in others} != {address}:
+            return "kept"
+        uncommitted = self._SyncObj__getEntries(self._SyncObj__raftCommitIndex + 1)
+        position = next(
+            (
+                index
+                for index, (command, _, _) in enumerate(uncommitted)
+                if (request := self._SyncObj__parseChangeClusterRequest(command)) and request[:2] == ["add", address]
+            ),
+            None,
+        )
+        if position is None:
+            return "committed"
+        _, first_index, entry_term = uncommitted[position]
+        if entry_term != self._SyncObj__raftCurrentTerm:
+            return "kept"
+        for command, _, _ in reversed(uncommitted[position:]):
+            if request := self._SyncObj__parseChangeClusterRequest(command):
+                self._SyncObj__doChangeCluster(request, reverse=True)
+        self._SyncObj__deleteEntriesFrom(first_index)
+        # A new term before anything else goes into the log: elected alone at the next tick.
+        self._SyncObj__raftLeader = None
+        self._SyncObj__setState(_FOLLOWER)
+        self._SyncObj__raftElectionDeadline = 0
+        return "abandoned"
+
 
 class _LoggingEncryptor:
     """Wraps the Raft cipher to log what PySyncObj drops silently: a peer with another password."""
@@ -228,6 +273,7 @@ class Replica:
         self._stopping = threading.Event()
         self._awaited: set[str] = set()  # keys of the batches this replica's writers wait for
         self._commit_awaited_elsewhere = False  # an entry just applied was proposed by another replica
+        self._membership_lock = threading.Lock()  # one membership change at a time through this replica
 
     def _applied(self, batches: list[dict[str, Any]]) -> None:
         if any(batch.get("key") not in self._awaited for batch in batches):
@@ -392,16 +438,53 @@ class Replica:
         return result
 
     def change_membership(self, action: str, address: str, timeout: float | None = None) -> None:
-        """Add or remove one replica through the log; raises NoQuorum or ValueError when refused."""
+        """Add or remove one replica through the log; raises NoQuorum (503) or ValueError (409) when refused.
+
+        A change goes into the log only when the new configuration keeps a quorum this replica can
+        reach, a newcomer counting once it has proven to be a live replica of this cluster
+        (`membership.py`). One change at a time through this replica.
+        """
         timeout = timeout or self.settings.write_timeout
+        check_raft_address(address)
+        if action not in ("add", "remove"):
+            raise ValueError(f"Unknown membership change {action!r}; add or remove.")
         sync_obj = self._sync_obj
         if sync_obj is None or not sync_obj.hasQuorum:
             raise NoQuorum("No quorum: the membership of the cluster cannot change now.")
-        members = {node.address for node in sync_obj.otherNodes} | {self.settings.address}
-        if action == "add" and address in members:
-            raise ValueError(f"{address} is already a member of the cluster.")
-        if action == "remove" and address not in members:
-            raise ValueError(f"{address} is not a member of the cluster.")
+        if not self._membership_lock.acquire(blocking=False):
+            raise NoQuorum("Another membership change is in progress on this replica: one at a time.", retry_after=2)
+        try:
+            members, reachable, leader = self._membership_view()
+            if action == "add" and address in members:
+                raise ValueError(f"{address} is already a member of the cluster.")
+            if action == "remove" and address not in members:
+                raise ValueError(f"{address} is not a member of the cluster.")
+            if action == "add":
+                check_add(address, members, reachable, lambda: self._probe(address, members))
+            else:
+                check_remove(address, members, reachable, leader)
+            self._commit_membership(sync_obj, action, address, timeout, lone=members == {self.settings.address})
+        finally:
+            self._membership_lock.release()
+        logger.info("cluster membership: %s %s", "added" if action == "add" else "removed", address)
+
+    def _membership_view(self) -> tuple[set[str], set[str], str | None]:
+        """The members, those of them this replica reaches (itself included), and the leader it knows."""
+        sync_obj = self._sync_obj
+        others = sync_obj.otherNodes
+        members = {node.address for node in others} | {self.settings.address}
+        reachable = {node.address for node in others if sync_obj.isNodeConnected(node)} | {self.settings.address}
+        leader = sync_obj._getLeader()
+        return members, reachable, leader.address if leader is not None else None
+
+    def _probe(self, address: str, members: set[str]) -> Any:
+        # The cipher this replica sends: the newcomer reads it as it would this replica's own messages.
+        cipher = self.settings.cipher if _tuned() else "fernet"
+        probed = probe_replica(address, self.settings.password, cipher, timeout=min(3.0, self.settings.write_timeout))
+        logger.info("cluster membership: %s answered as a replica counting %s", address, sorted(probed.peers))
+        return probed
+
+    def _commit_membership(self, sync_obj: SyncObj, action: str, address: str, timeout: float, lone: bool) -> None:
         done = threading.Event()
         outcome: dict[str, Any] = {}
 
@@ -412,14 +495,52 @@ class Replica:
         change = sync_obj.addNodeToCluster if action == "add" else sync_obj.removeNodeFromCluster
         change(address, callback=on_result)
         if not done.wait(timeout):
-            raise NoQuorum(f"The membership change was not committed within {timeout:.0f} s.", retry_after=1)
+            taken_back = self._abandon_addition(address) if action == "add" and lone else "kept"
+            if taken_back == "committed":
+                return  # in the time it took to look
+            if taken_back == "abandoned":
+                raise MembershipRefused(
+                    f"{address} answered the probe but did not acknowledge its admission within {timeout:.0f} s. "
+                    "The change was taken back before it committed: the cluster is as it was and takes writes. "
+                    f"Check that {address} runs and can reach this replica, then retry."
+                )
+            raise NoQuorum(
+                f"The membership change was not committed within {timeout:.0f} s: it commits once a quorum of the "
+                f"new configuration answers{f', {address} included' if action == 'add' else ''}. "
+                f"Check that {address if action == 'add' else 'the remaining replicas'} run; see cluster_status.",
+                retry_after=1,
+            )
         if outcome["error"] != FAIL_REASON.SUCCESS:
             raise NoQuorum(
                 f"The membership change was refused ({_fail_reason(outcome['error'])}); another change may still be "
                 "in progress: change one replica at a time.",
                 retry_after=2,
             )
-        logger.info("cluster membership: %s %s", "added" if action == "add" else "removed", address)
+
+    def _abandon_addition(self, address: str) -> str:
+        """Take back an uncommitted addition on the tick thread; what `_SyncObj.abandon_lone_addition` answered."""
+        sync_obj = self._sync_obj
+        finished = threading.Event()
+        answer: list[str] = []
+
+        def once() -> None:
+            if not finished.is_set():
+                answer.append(sync_obj.abandon_lone_addition(address))
+                finished.set()
+
+        sync_obj.addOnTickCallback(once)
+        try:
+            finished.wait(5)
+        finally:
+            sync_obj.removeOnTickCallback(once)
+        if answer != ["abandoned"]:
+            return answer[0] if answer else "kept"
+        logger.warning("cluster membership: took back the uncommitted addition of %s (it never acknowledged)", address)
+        try:
+            self.wait_for_leader(5)  # alone again, this replica elects itself at its next tick
+        except NoQuorum:
+            logger.error("cluster membership: no leader again after taking back the addition of %s", address)
+        return "abandoned"
 
     # ---- observing -----------------------------------------------------------------
 

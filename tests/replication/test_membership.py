@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-import httpx
+import itertools
+from urllib.parse import quote
 
-from devtools.cluster import Cluster, Writer, api, assert_converged, node_names, wait_until
+import httpx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from devtools.cluster import Cluster, Writer, api, assert_converged, node_names
+from devtools.ports import free_port
+from devtools.waiting import wait_until
+from meshcore.replication.addresses import raft_address_problem
 
 
 def members(replica, token) -> set[str]:
@@ -52,16 +60,77 @@ def test_a_replica_joins_catches_up_from_a_snapshot_and_another_leaves(tmp_path)
         cluster.stop()
 
 
-def test_membership_changes_need_staff_and_a_valid_address(tmp_path):
-    cluster = Cluster(tmp_path, size=1, redis_url=None)
-    cluster.start()
-    try:
+def test_a_single_replica_refuses_members_that_cannot_join_and_stays_writable(tmp_path):
+    # The quick start's one replica: a member that cannot vote would leave it without a quorum for good.
+    with Cluster(tmp_path, size=1, redis_url=None) as cluster:
+        cluster.ensure_admin()
         replica = cluster.replicas[0]
-        assert replica.manage("ensure_admin").returncode == 0
-        staff = replica.manage("apitoken", "issue", "admin", "t").stdout.strip().splitlines()[-1]
-        bad = api(replica, staff).post("/cluster/members/", json={"address": "not an address"})
-        assert bad.status_code == 400 and "address" in bad.json()
+        token = cluster.issue_token()
+        staff = api(replica, token)
+        for address in ("0:0", "not an address", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:", "0.0.0.0:4321"):
+            bad = staff.post("/cluster/members/", json={"address": address})
+            assert bad.status_code == 400 and "address" in bad.json(), (address, bad.text)
+        assert staff.delete("/cluster/members/127.0.0.1:0/").status_code == 400
         anonymous = httpx.post(f"{replica.url}/api/v1/cluster/members/", json={"address": "127.0.0.1:1"})
         assert anonymous.status_code == 401
-    finally:
-        cluster.stop()
+        command = replica.manage("cluster_member", "add", "0:0")
+        assert command.returncode == 1 and command.stderr.strip().splitlines()[-1].startswith("Error: The port in")
+
+        nowhere = f"127.0.0.1:{free_port()}"
+        refused = staff.post("/cluster/members/", json={"address": nowhere})
+        assert refused.status_code == 409, refused.text
+        assert f"nothing listens on {nowhere}" in refused.json()["detail"]
+        assert f"MESH_RAFT_ADDRESS={nowhere}" in refused.json()["detail"]
+        command = replica.manage("cluster_member", "add", nowhere)
+        assert command.returncode == 1 and command.stderr.strip().splitlines()[-1].startswith("Error: Refused to add")
+        assert staff.post("/nodes/", json={"name": "after-nowhere", "address": "10.0.0.1"}).status_code == 201
+
+        # A running replica with another password is not one of this cluster's.
+        stranger = cluster._replica(1, f"127.0.0.1:{free_port()}", [replica.raft_address])
+        stranger.env["MESH_RAFT_PASSWORD"] = "another-long-raft-password-for-tests"
+        assert stranger.manage("migrate", "--noinput").returncode == 0
+        cluster.replicas.append(stranger)  # stopped with the cluster
+        stranger.start()
+        stranger.wait_http()
+        refused = staff.post("/cluster/members/", json={"address": stranger.raft_address})
+        assert refused.status_code == 409, refused.text
+        assert "another MESH_RAFT_PASSWORD" in refused.json()["detail"]
+        assert staff.post("/nodes/", json={"name": "after-stranger", "address": "10.0.0.1"}).status_code == 201
+        assert members(replica, token) == {replica.raft_address}
+
+
+def test_a_single_replica_takes_writes_after_any_sequence_of_membership_calls(tmp_path):
+    with Cluster(tmp_path, size=1, redis_url=None) as cluster:
+        cluster.ensure_admin()
+        replica = cluster.replicas[0]
+        token = cluster.issue_token()
+        staff = api(replica, token)
+        # Loopback addresses only, or ones the API refuses before it connects anywhere: the probe connects to
+        # whatever valid address it is given, and tests send traffic to this machine only.
+        addresses = st.one_of(
+            st.sampled_from(
+                [replica.raft_address, f"127.0.0.1:{free_port()}", f"localhost:{free_port()}", "0:0", "127.0.0.1:0"]
+            ),
+            st.text(max_size=30).filter(lambda text: raft_address_problem(text) is not None),
+        )
+        names = st.sampled_from(["gpu-a", "gpu-b"])
+        calls = st.one_of(
+            st.builds(lambda address: ("POST", "/cluster/members/", {"address": address}), addresses),
+            st.builds(lambda address: ("DELETE", f"/cluster/members/{quote(address, safe=':')}/", None), addresses),
+            st.builds(lambda name: ("POST", "/nodes/", {"name": name, "address": "10.0.0.1"}), names),
+            st.builds(lambda name: ("DELETE", f"/nodes/{name}/", None), names),
+            st.just(("GET", "/cluster/", None)),
+        )
+        written = itertools.count()
+
+        @settings(max_examples=10, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @given(st.lists(calls, min_size=1, max_size=6))
+        def still_writable_after(steps: list[tuple[str, str, dict | None]]) -> None:
+            for method, path, body in steps:
+                answer = staff.request(method, path, json=body)
+                assert answer.status_code < 500, (method, path, body, answer.status_code, answer.text)
+            answer = staff.post("/nodes/", json={"name": f"after-{next(written)}", "address": "10.0.0.2"})
+            assert answer.status_code == 201, (steps, answer.text)
+
+        still_writable_after()
+        assert members(replica, token) == {replica.raft_address}

@@ -7,8 +7,13 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from meshcore.replication.addresses import raft_address_problem
 from meshcore.replication.log import change_membership
 from meshcore.replication.raft import NoQuorum
+
+
+class Error(CommandError):
+    """Django prints a command's error as `<class name>: <message>`: this one reads `Error: ...` (exit status 1)."""
 
 
 class Command(BaseCommand):
@@ -22,12 +27,12 @@ class Command(BaseCommand):
         parser.add_argument("address", help="The replica's MESH_RAFT_ADDRESS, HOST:PORT.")
 
     def handle(self, *args: Any, change: str, address: str, **options: Any) -> None:
-        host, _, port = address.rpartition(":")
-        if not host or not port.isdigit():
-            raise CommandError(f"{address!r} is not HOST:PORT.")
+        # The same check as MESH_RAFT_PEERS and the API: a bad address must never reach the Raft log.
+        if problem := raft_address_problem(address):
+            raise Error(problem)
         try:
             status = change_membership(change, address)
         except (NoQuorum, ValueError) as error:
-            raise CommandError(str(error)) from None
+            raise Error(str(error)) from None
         members = sorted([status["self"], *(peer["address"] for peer in status["peers"])])
         self.stdout.write(f"{'Added' if change == 'add' else 'Removed'} {address}. Members now: {json.dumps(members)}")
