@@ -13,6 +13,7 @@ from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
 from meshcore import registry
+from meshcore.live import parts as live_parts
 from meshcore.replication.log import local_log
 
 PASSWORD = "correct-horse-battery-staple"
@@ -20,10 +21,12 @@ PASSWORD = "correct-horse-battery-staple"
 
 @pytest.fixture(autouse=True)
 def fresh_local_log():
-    """Each test's database is rolled back afterwards; the in-process log must forget it too."""
+    """Each test's database is rolled back afterwards; the in-process log must forget it too, and
+    no telemetry thread a test started (the mirror writes the database) may outlive it."""
     local_log().reset()
     yield
     local_log().reset()
+    live_parts.reset()
 
 
 @pytest.fixture
