@@ -1,0 +1,34 @@
+"""Fixtures of the dashboard tests: a fresh in-memory live state store and channel layer."""
+
+from __future__ import annotations
+
+import pytest
+
+from dashboard.snapshots import spark_cache
+from meshcore.live import parts
+from meshcore.live.store import MemoryLiveStore, use_store
+from tests.meshcore.event_stream_support import channel_layer, session_cookie
+
+
+@pytest.fixture
+def live():
+    """This process's live state on a fresh in-memory store."""
+    store = MemoryLiveStore()
+    use_store(store)
+    parts.reset()
+    spark_cache.clear()
+    yield store
+    parts.reset()
+    use_store(None)
+    spark_cache.clear()
+
+
+@pytest.fixture
+def memory_layer(settings):
+    """Call it to enter a fresh in-memory channel layer in the test body."""
+    return lambda: channel_layer("memory", settings)
+
+
+@pytest.fixture
+def viewer_cookie(viewer):
+    return session_cookie(viewer)
