@@ -14,6 +14,8 @@ from rest_framework.test import APIClient
 
 from meshcore import registry
 from meshcore.live import parts as live_parts
+from meshcore.live.node_auth import node_tokens
+from meshcore.live.store import MemoryLiveStore, use_store
 from meshcore.replication.log import local_log
 
 PASSWORD = "correct-horse-battery-staple"
@@ -84,3 +86,16 @@ def node_agent_client(registered_node) -> APIClient:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {registered_node.issued_token}")
     return client
+
+
+@pytest.fixture
+def live():
+    """This process's telemetry parts on a fresh in-memory live state store."""
+    made = MemoryLiveStore()
+    use_store(made)
+    live_parts.reset()
+    node_tokens.forget_all()
+    yield made
+    live_parts.reset()
+    use_store(None)
+    node_tokens.forget_all()

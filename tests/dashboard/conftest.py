@@ -5,21 +5,14 @@ from __future__ import annotations
 import pytest
 
 from dashboard.snapshots import spark_cache
-from meshcore.live import parts
-from meshcore.live.store import MemoryLiveStore, use_store
 from tests.meshcore.event_stream_support import channel_layer, session_cookie
 
 
 @pytest.fixture
-def live():
-    """This process's live state on a fresh in-memory store."""
-    store = MemoryLiveStore()
-    use_store(store)
-    parts.reset()
+def live(live):
+    """The suite's fresh in-memory live state (tests/conftest.py), with the sparkline cache emptied too."""
     spark_cache.clear()
-    yield store
-    parts.reset()
-    use_store(None)
+    yield live
     spark_cache.clear()
 
 

@@ -6,9 +6,7 @@ import uuid
 
 import pytest
 
-from meshcore.live import parts as service
-from meshcore.live.node_auth import node_tokens
-from meshcore.live.store import MemoryLiveStore, RedisLiveStore, use_store
+from meshcore.live.store import MemoryLiveStore, RedisLiveStore
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -22,16 +20,3 @@ def store(request):
     made = MemoryLiveStore(history_points=5) if request.param == "memory" else redis_store()
     yield made
     made.clear()
-
-
-@pytest.fixture
-def live(request):
-    """This process's telemetry parts on a fresh in-memory store."""
-    made = MemoryLiveStore()
-    use_store(made)
-    service.reset()
-    node_tokens.forget_all()
-    yield made
-    service.reset()
-    use_store(None)
-    node_tokens.forget_all()

@@ -22,39 +22,30 @@ async def infer(client, model: str = "echo", **headers):
     return await client.post(f"/proxy/v2/models/{model}/infer", json=infer_body([1]), headers=headers)
 
 
-async def test_an_acl_deny_refuses_with_403_naming_the_policy(client, view, tritons):
-    fleet(
-        view,
-        tritons,
-        policy("no-alice", "acl", subjects={"users": ["alice"]}, models=["echo"], actions=["infer"], effect="deny"),
-    )
+def acl(name: str, effect: str, models: tuple[str, ...] = ("echo",), **subjects: list[str]) -> PolicyInfo:
+    return policy(name, "acl", subjects=subjects, models=list(models), actions=["infer"], effect=effect)
+
+
+@pytest.mark.parametrize(
+    ("policies", "refused_by"),
+    [
+        ((acl("no-alice", "deny", users=["alice"]),), "no-alice"),
+        # Deny wins over allow.
+        (
+            (acl("team-a-may", "allow", ("*",), groups=["team-a"]), acl("but-not-alice", "deny", users=["alice"])),
+            "but-not-alice",
+        ),
+        # An allow list refuses whoever is not on it.
+        ((acl("only-bob", "allow", users=["bob"]),), "only-bob"),
+    ],
+)
+async def test_an_acl_refuses_with_403_naming_the_policy(client, view, tritons, policies, refused_by):
+    fleet(view, tritons, *policies)
     response = await infer(client)
     assert response.status_code == 403
     assert response.json()["error"] == "forbidden_by_policy"
-    assert "'no-alice'" in response.json()["detail"]
-    assert (await infer(client, "slow")).status_code == 200  # the deny names echo only
-
-
-async def test_deny_wins_over_allow(client, view, tritons):
-    fleet(
-        view,
-        tritons,
-        policy("team-a-may", "acl", subjects={"groups": ["team-a"]}, models=["*"], actions=["infer"], effect="allow"),
-        policy(
-            "but-not-alice", "acl", subjects={"users": ["alice"]}, models=["echo"], actions=["infer"], effect="deny"
-        ),
-    )
-    assert "'but-not-alice'" in (await infer(client)).json()["detail"]
-
-
-async def test_an_allow_list_refuses_whoever_is_not_on_it(client, view, tritons):
-    fleet(
-        view,
-        tritons,
-        policy("only-bob", "acl", subjects={"users": ["bob"]}, models=["echo"], actions=["infer"], effect="allow"),
-    )
-    refused = await infer(client)
-    assert refused.status_code == 403 and "'only-bob'" in refused.json()["detail"]
+    assert f"'{refused_by}'" in response.json()["detail"]
+    assert (await infer(client, "slow")).status_code == 200  # every acl here names echo only
 
 
 async def test_a_rate_quota_answers_429_with_retry_after(client, view, tritons):

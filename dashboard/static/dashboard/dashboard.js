@@ -38,6 +38,17 @@
       return Math.round(seconds / 3600) + " h ago";
     },
   };
+  // An element with attributes (`dataset` sets data-*) and children: the pages build their rows with it.
+  Dash.el = function (tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const key in attrs || {}) {
+      if (key === "dataset") Object.assign(node.dataset, attrs[key]);
+      else node.setAttribute(key, attrs[key]);
+    }
+    node.append(...children);
+    return node;
+  };
+
   Dash.HOT_C = 80;
   Dash.FULL_SHARE = 0.95;
   Dash.STALE_INTERVALS = 3;

@@ -19,15 +19,7 @@
   let scheduled = false;
   const dirtyCharts = new Set();
 
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const key in attrs || {}) {
-      if (key === "dataset") Object.assign(node.dataset, attrs[key]);
-      else node.setAttribute(key, attrs[key]);
-    }
-    node.append(...children);
-    return node;
-  }
+  const el = Dash.el;
 
   const HEAD = ["target", "version", "state", "queue", "inferences/s", "latency (avg)", "routed/s", "share", "p50", "p99", "errors/s"];
 

@@ -24,15 +24,7 @@
 
   // ---- GPU panels ----
 
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const key in attrs || {}) {
-      if (key === "dataset") Object.assign(node.dataset, attrs[key]);
-      else node.setAttribute(key, attrs[key]);
-    }
-    node.append(...children);
-    return node;
-  }
+  const el = Dash.el;
 
   function newPanel(gpu) {
     const values = el("dl", { class: "values" });

@@ -15,14 +15,17 @@ class Command(BaseCommand):
     help = "Explain routing: the candidates ranked with every signal, and why the others are left out."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        sub = parser.add_subparsers(dest="action", required=True)
-        explain = sub.add_parser("explain", help="Rank MODEL's targets as the router would now.")
-        explain.add_argument("model")
-        explain.add_argument("--version", default="")
-        explain.add_argument("--tenant", default=None)
-        explain.add_argument("--json", action="store_true", help="Print the whole explanation as JSON.")
+        # One action today; placement's commands will join it.
+        parser.add_argument("action", choices=["explain"], help="explain: rank MODEL's targets as the router would now")
+        parser.add_argument("model")
+        parser.add_argument("--model-version", dest="model_version", default="", help="a model version (default: any)")
+        parser.add_argument("--tenant", default=None, help="the tenant whose quotas to show")
+        parser.add_argument("--json", action="store_true", help="print the whole explanation as JSON")
 
-    def handle(self, *args: Any, action: str, model: str, version: str, tenant: str | None, **options: Any) -> None:
+    def handle(
+        self, *args: Any, action: str, model: str, model_version: str, tenant: str | None, **options: Any
+    ) -> None:
+        version = model_version
         request = {"action": "route_explain", "model": model, "version": version, "tenant": tenant}
         answer = ask_control(request, timeout=10)
         if answer is None:
