@@ -26,7 +26,6 @@ ANY_VERSION = ""
 DRAINING = "node draining"
 UNHEALTHY = "node unhealthy"
 STALE = "report stale"
-NO_REPORT = "no report"
 RUNTIME_DOWN = "runtime not ready"
 NOT_READY = "model not ready"
 PINNED_OUT = "pinned out"
@@ -188,8 +187,6 @@ def _node_exclusion(
 ) -> tuple[str | None, str]:
     if draining:
         return DRAINING, ""
-    if not record:
-        return NO_REPORT, ""
     age = now - float(record.get("received_at", "0"))
     interval = float(record.get("interval", "1") or 1)
     if age > max(stale_after_s, 3 * interval):

@@ -3,7 +3,7 @@
 import json
 
 from meshcore.routing.desired import DesiredSnapshot, NodeInfo, PolicyInfo, RuntimeInfo
-from meshcore.routing.table import DRAINING, NO_REPORT, NOT_READY, RUNTIME_DOWN, STALE, UNHEALTHY, build_table
+from meshcore.routing.table import DRAINING, NOT_READY, RUNTIME_DOWN, STALE, UNHEALTHY, build_table
 
 NOW = 10_000.0
 
@@ -59,7 +59,6 @@ def test_each_reason_a_target_is_left_out():
     }
     # A node with no report at all holds no model to route: it is not even a candidate.
     assert "silent/triton" not in reasons(table)
-    assert NO_REPORT  # the reason exists for nodes whose record vanished with the model
 
 
 def test_a_runtime_of_an_unregistered_node_is_ignored():
