@@ -290,6 +290,15 @@ class LocalTriton:
             self.log_path.unlink(missing_ok=True)
             self.log_path = None
 
+    def kill(self) -> None:
+        """SIGKILL tritonserver and its backend stubs at once, as a crash or the OOM killer would:
+        its open connections are reset and new ones refused, with no graceful drain."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
     def _terminate(self) -> None:
         process, self._process = self._process, None
         if process is not None and process.poll() is None:

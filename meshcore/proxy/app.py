@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from django.conf import settings
@@ -150,9 +151,9 @@ class ProxyRouter:
         self.quotas = QuotaGate(RedisQuotas(settings.REDIS_URL) if settings.REDIS_URL else LocalQuotas())
         self._concurrency_checked: dict[tuple[str, str], float] = {}
         self._background: set[asyncio.Future] = set()
+        self._checking: set[str] = set()  # targets whose port is being checked after a failure
         self._routable: set[tuple[str, str]] | None = None
-        if hasattr(self.view, "listeners"):
-            self.view.listeners.append(self._table_changed)
+        self._table_seen: RoutingTable | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -493,9 +494,7 @@ class ProxyRouter:
         service = self.balancer.service_stats(route.model, target.key)
         if (target.key, route.model) not in self._concurrency_checked:
             self._concurrency_checked[(target.key, route.model)] = time.monotonic()
-            task = asyncio.ensure_future(self._learn_concurrency(target, route.model))
-            self._background.add(task)  # kept until done: the loop holds tasks only weakly
-            task.add_done_callback(self._background.discard)
+            self._in_background(self._learn_concurrency(target, route.model))
         state.in_flight += 1
         service.in_flight += 1
         self.metrics.in_flight(target.key, 1)
@@ -513,7 +512,10 @@ class ProxyRouter:
             try:
                 response = await _unless_client_leaves(receive, request)
             except CONNECT_FAILURES as error:
-                self.balancer.record_failure(target.key)
+                refused = _refused(error)
+                self.balancer.record_failure(target.key, refused=refused)
+                if not refused:
+                    self._in_background(self._check_listening(target))
                 service.observe(balancing.timeout_s, failed=True)  # failing fast must not look fast
                 raise ConnectFailed(target, error) from None
             except TimeoutError:
@@ -626,11 +628,16 @@ class ProxyRouter:
     # ---- background ----
 
     async def _tick(self) -> None:
-        """On the serving loop, once a second: restore targets whose ejection ended, and every
-        `LATENCY_PROBE_S` measure the round trip to the targets this router has sent to."""
+        """On the serving loop, once a second: take in a new routing table, restore targets whose
+        ejection ended, and every `LATENCY_PROBE_S` measure the round trip to the targets this
+        router has sent to. (On the loop, since the balancer's state is the loop's alone.)"""
         ticks = 0
         while True:
             await asyncio.sleep(1.0)
+            table = self.view.table
+            if table is not self._table_seen:
+                self._table_seen = table
+                self._table_changed(table)
             self.balancer.restore_due()
             ticks += 1
             if ticks % LATENCY_PROBE_S == 0:
@@ -648,6 +655,29 @@ class ProxyRouter:
             await response.read()
         if response.status == 200:
             self.balancer.latency_ms[target.key] = ((time.perf_counter() - started) * 1000, time.monotonic())
+
+    def _in_background(self, work: Any) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)  # kept until done: the loop holds tasks only weakly
+        task.add_done_callback(self._background.discard)
+
+    async def _check_listening(self, target: Target) -> None:
+        """After a connection broke before an answer: whether anything still listens on the target's
+        port, with a fresh connection. A refusal ejects it now; score_based would otherwise send it
+        too few requests to count failures in a row, and its agent may take a report to notice."""
+        if target.key in self._checking:
+            return
+        self._checking.add(target.key)
+        try:
+            address = urlsplit(target.url)
+            _, writer = await asyncio.wait_for(asyncio.open_connection(address.hostname, address.port), 1.0)
+            writer.close()
+        except ConnectionRefusedError:
+            self.balancer.record_failure(target.key, refused=True)
+        except (OSError, TimeoutError, ValueError):
+            pass  # not a refusal: the failures in a row decide
+        finally:
+            self._checking.discard(target.key)
 
     async def _learn_concurrency(self, target: Target, model: str) -> None:
         """The model's instance count on the target (its `instance_group`), for the expected wait."""
@@ -671,11 +701,13 @@ class ProxyRouter:
             self.balancer.service_stats(model, target.key).concurrency = count
 
     def _table_changed(self, table: RoutingTable) -> None:
-        """A target that is routable again (undrained, healthy, restarted) starts unmeasured: what was
-        measured before it left says nothing of it now, and a stale slow cost would keep it idle."""
+        """A target that is routable again (undrained, healthy, restarted) starts unmeasured and not
+        ejected: what was measured before it left says nothing of it now, its agent has just seen it
+        healthy, and a stale slow cost would keep it idle."""
         routable = {(model, t.key) for model, routes in table.models.items() for t in routes.targets()}
         if self._routable is not None:
             for model, key in routable - self._routable:
+                self.balancer.restore(key)
                 stats = self.balancer.service.get(model, {}).get(key)
                 if stats is not None:
                     stats.forget()
@@ -765,6 +797,11 @@ class _ClientWatch:
 async def _disconnected(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+def _refused(error: Exception) -> bool:
+    """Whether the target refused the connection: nothing listens on its port."""
+    return isinstance(getattr(error, "os_error", None), ConnectionRefusedError)
 
 
 def _new_request_id() -> bytes:

@@ -125,14 +125,20 @@ class Balancer:
         state.requests += 1
         state.consecutive_failures = 0
 
-    def record_failure(self, key: str, now: float | None = None) -> None:
-        """A connect error, reset or 5xx from the target: enough in a row ejects it."""
+    def record_failure(self, key: str, now: float | None = None, refused: bool = False) -> None:
+        """A connect error, reset or 5xx from the target: enough in a row eject it.
+
+        A refused connection (nothing listens on the target's port) ejects at once: it is not a
+        slow or flaky target but a stopped one, and score_based would send it too few requests
+        to count five failures in a row (Linkerd likewise takes an endpoint whose connect fails
+        out of its balancer until it can connect again)."""
         now = time.monotonic() if now is None else now
         state = self.state(key)
         state.requests += 1
         state.failures += 1
         state.consecutive_failures += 1
-        if state.consecutive_failures >= self.outliers.consecutive_failures and state.ejected_until <= now:
+        enough = refused or state.consecutive_failures >= self.outliers.consecutive_failures
+        if enough and state.ejected_until <= now:
             state.times_ejected += 1
             for_s = min(self.outliers.base_ejection_s * state.times_ejected, self.outliers.max_ejection_s)
             state.ejected_until = now + for_s
@@ -144,6 +150,12 @@ class Balancer:
         state.ejected_until = 0.0
         self._ejected.discard(key)
         self.on_ejection(Ejection(key, False))
+
+    def restore(self, key: str) -> None:
+        """End the target's ejection now (its agent saw it come back)."""
+        state = self.states.get(key)
+        if state is not None and state.ejected_until:
+            self._restore(key, state)
 
     def restore_due(self, now: float | None = None) -> None:
         """Restore targets whose ejection ended, even if no request asked for them (called periodically)."""

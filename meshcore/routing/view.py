@@ -42,7 +42,6 @@ class RoutingView(BackgroundLoop):
         self.desired: DesiredSnapshot | None = None
         self._desired_read_at = 0.0
         self._desired_dirty = threading.Event()
-        self.listeners: list[Callable[[RoutingTable], None]] = []
 
     # ---- hooks ----
 
@@ -67,8 +66,6 @@ class RoutingView(BackgroundLoop):
             self.desired or DesiredSnapshot(), self.store().read(), now, settings.MESH_ROUTING_STALE_MS / 1000
         )
         self.table = table
-        for listener in self.listeners:
-            listener(table)
         return table
 
     def step(self) -> None:

@@ -72,10 +72,17 @@ class Fleet:
         body = {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [len(values)], "data": list(values)}]}
         return client.post(f"{self.plane.url}/proxy/v2/models/{model}/infer", json=body, headers=self.headers())
 
-    def targets_seen(self, requests: int) -> set[str]:
-        with httpx.Client(timeout=10) as client:
-            answers = [self.infer(client) for _ in range(requests)]
-        return {a.headers.get("x-infermesh-target") for a in answers if a.status_code == 200}
+    def targets_seen(self, requests: int, concurrency: int = 4) -> set[str]:
+        """Targets that answered `requests` requests sent `concurrency` at a time. Concurrent, since
+        score_based sends one request at a time to the best-scoring target whatever the others."""
+
+        def send(count: int) -> list[httpx.Response]:
+            with httpx.Client(timeout=10) as client:
+                return [self.infer(client) for _ in range(count)]
+
+        with ThreadPoolExecutor(concurrency) as pool:
+            batches = pool.map(send, [requests // concurrency + 1] * concurrency)
+        return {a.headers.get("x-infermesh-target") for batch in batches for a in batch if a.status_code == 200}
 
     def api(self, method: str, path: str) -> httpx.Response:
         return httpx.request(method, f"{self.plane.url}/api/v1/{path}", headers=self.headers(), timeout=10)
@@ -153,7 +160,7 @@ def test_a_triton_killed_under_load_loses_no_request_and_comes_back(fleet):
     with ThreadPoolExecutor(4) as pool:
         workers = [pool.submit(load) for _ in range(4)]
         time.sleep(1.0)
-        victim.stop()  # SIGTERM then SIGKILL: its connections are refused from now on
+        victim.kill()  # SIGKILL: its open connections are reset and new ones refused, before its agent notices
         killed_at = len(outcomes)
         time.sleep(3.0)
         stop.set()

@@ -271,7 +271,7 @@ async def test_when_every_tried_target_fails_it_is_a_502(client, view, tritons):
     assert response.json()["tried"] == 2
 
 
-async def test_consecutive_failures_eject_a_target_and_send_events(client, view, tritons, router):
+async def test_a_refused_connection_ejects_a_target_at_once_and_sends_events(client, view, tritons, router):
     dead = f"http://127.0.0.1:{free_port('127.0.0.1')}"
     ejections = []
     router.balancer.on_ejection = ejections.append
@@ -282,6 +282,7 @@ async def test_consecutive_failures_eject_a_target_and_send_events(client, view,
     assert [(e.target, e.ejected) for e in ejections] == [("gpu-dead/triton", True)]
     assert ejections[0].for_s == router.balancer.outliers.base_ejection_s
     failures = router.balancer.state("gpu-dead/triton").failures
+    assert failures == 1  # nothing listens on its port: one refusal is enough
     for _ in range(10):
         await client.post("/proxy/v2/models/echo/infer", json=infer_body([1]))
     assert router.balancer.state("gpu-dead/triton").failures == failures  # ejected: not tried any more

@@ -84,6 +84,14 @@ def test_a_success_resets_the_failure_count():
     assert balancer.ejected(now=1.0) == {}
 
 
+def test_a_refused_connection_ejects_at_once():
+    balancer = Balancer(OutlierSettings(consecutive_failures=5))
+    balancer.record_failure("n0/triton", now=1.0)
+    assert balancer.ejected(now=1.0) == {}  # a failure that is not a refusal needs five in a row
+    balancer.record_failure("n1/triton", now=1.0, refused=True)
+    assert list(balancer.ejected(now=1.0)) == ["n1/triton"]
+
+
 def test_ejected_targets_are_left_out_until_more_than_half_are():
     balancer, fleet = Balancer(OutlierSettings(consecutive_failures=1)), targets(4)
     balancer.record_failure("n0/triton", now=10.0)
