@@ -288,6 +288,20 @@ async def test_a_refused_connection_ejects_a_target_at_once_and_sends_events(cli
     assert router.balancer.state("gpu-dead/triton").failures == failures  # ejected: not tried any more
 
 
+async def test_a_target_its_agent_sees_come_back_is_no_longer_ejected(client, view, tritons, router):
+    dead = f"http://127.0.0.1:{free_port('127.0.0.1')}"
+    view.set({"gpu-dead": dead, "gpu-b": tritons[1].http_url, "gpu-c": tritons[0].http_url})
+    while "gpu-dead/triton" not in router.balancer.ejected():
+        assert (await client.post("/proxy/v2/models/echo/infer", json=infer_body([1]))).status_code == 200
+    await asyncio.sleep(1.5)  # the router takes in the table once a second, on its loop
+    view.set({"gpu-b": tritons[1].http_url, "gpu-c": tritons[0].http_url})  # its agent reports it down
+    await asyncio.sleep(1.5)
+    assert "gpu-dead/triton" in router.balancer.ejected()
+    view.set({"gpu-dead": dead, "gpu-b": tritons[1].http_url, "gpu-c": tritons[0].http_url})  # and back
+    await asyncio.sleep(1.5)
+    assert router.balancer.ejected() == {}
+
+
 async def test_the_policy_timeout_is_a_504(client, view, tritons):
     policy = PolicyInfo("fast", "load_balancing", {"model": "slow", "timeout_ms": 50}, True, 0)
     two_nodes(view, tritons, policies=(policy,))
