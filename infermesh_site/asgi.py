@@ -25,6 +25,7 @@ from infermesh_site.ws_urls import websocket_urlpatterns  # noqa: E402
 from meshcore.channel_bridge import remember_server_loop  # noqa: E402
 from meshcore.live.asgi import telemetry_app  # noqa: E402
 from meshcore.proxy.app import proxy_app  # noqa: E402
+from meshcore.proxy.upstream import close_sessions  # noqa: E402
 
 PROXY_PREFIX = "/proxy/"
 TELEMETRY_PATH = "/api/v1/telemetry/"
@@ -66,12 +67,14 @@ def remembering_loop(app: Any) -> Any:
 
 
 async def lifespan_app(scope: dict, receive: Any, send: Any) -> None:
-    """Answers ASGI lifespan for servers that send it (uvicorn); background parts start in `serve`."""
+    """Answers ASGI lifespan for servers that send it (uvicorn); background parts start in `serve`.
+    At shutdown the proxy's upstream connections are closed, on the loop they belong to."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            await close_sessions()
             await send({"type": "lifespan.shutdown.complete"})
             return
 

@@ -230,3 +230,11 @@ def test_an_acl_and_a_quota_written_through_the_api_take_effect_within_a_second(
             statuses.add(fleet.infer(client).status_code)
         assert 429 in statuses, "the quota did not refuse within a second"
         delete_policy("e2e-quota")
+
+
+def test_serve_stops_cleanly_closing_its_upstream_connections(fleet):
+    fleet.targets_seen(8)  # the router holds pooled connections to both Tritons
+    fleet.plane.stop()
+    log = fleet.plane.serve.log()
+    assert "infermesh stopped" in log
+    assert "Unclosed client session" not in log and "Unclosed connector" not in log, log[-2000:]
