@@ -67,7 +67,6 @@ import os
 import random
 import re
 import sys
-import sysconfig
 import tempfile
 import time
 import traceback
@@ -283,9 +282,6 @@ class Fleet:
 
     def start(self) -> None:
         (self.root / "plane").mkdir()
-        # sysconfig fills its cache lazily and not thread-safely (LIBDIR came back None in a
-        # thread): fill it here, before the Tritons start in parallel.
-        sysconfig.get_config_vars()
         with ThreadPoolExecutor(len(self.tritons) + 1) as pool:
             started = [pool.submit(triton.start) for triton in self.tritons.values()]
             started.append(pool.submit(self._start_plane))

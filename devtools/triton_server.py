@@ -47,6 +47,11 @@ class TritonNotInstalled(RuntimeError):
     """The nvidia-pytriton wheel (which carries the tritonserver binary) is not installed."""
 
 
+# Read once at import: sysconfig fills its cache lazily and not thread-safely (LIBDIR came back
+# None when several Tritons started in parallel threads).
+_PYTHON_LIBDIR = sysconfig.get_config_var("LIBDIR")
+
+
 class TritonStartError(RuntimeError):
     """tritonserver did not come up; the message ends with the tail of its log."""
 
@@ -101,7 +106,7 @@ def server_environment() -> dict[str, str]:
     site_packages = _wheel_root().parent.parent
     # The stub must find this interpreter's libpython before the system's (a different patch
     # release breaks threading), and the wheel's bundled libraries once copied elsewhere.
-    library_path = [sysconfig.get_config_var("LIBDIR"), str(site_packages / "nvidia_pytriton.libs")]
+    library_path = [_PYTHON_LIBDIR, str(site_packages / "nvidia_pytriton.libs")]
     if env.get("LD_LIBRARY_PATH"):
         library_path.append(env["LD_LIBRARY_PATH"])
     env["LD_LIBRARY_PATH"] = os.pathsep.join(library_path)
