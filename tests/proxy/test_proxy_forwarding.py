@@ -290,14 +290,18 @@ async def test_a_refused_connection_ejects_a_target_at_once_and_sends_events(cli
 
 async def test_a_target_its_agent_sees_come_back_is_no_longer_ejected(client, view, tritons, router):
     dead = f"http://127.0.0.1:{free_port('127.0.0.1')}"
-    view.set({"gpu-dead": dead, "gpu-b": tritons[1].http_url, "gpu-c": tritons[0].http_url})
-    while "gpu-dead/triton" not in router.balancer.ejected():
+    policy = PolicyInfo("rr", "load_balancing", {"model": "echo", "strategy": "round_robin", "retries": 1}, True, 0)
+    fleet = {"gpu-dead": dead, "gpu-b": tritons[1].http_url, "gpu-c": tritons[0].http_url}
+    view.set(fleet, policies=(policy,))
+    for _ in range(3):  # round robin tries the dead target once in three
         assert (await client.post("/proxy/v2/models/echo/infer", json=infer_body([1]))).status_code == 200
+    assert "gpu-dead/triton" in router.balancer.ejected()
     await asyncio.sleep(1.5)  # the router takes in the table once a second, on its loop
-    view.set({"gpu-b": tritons[1].http_url, "gpu-c": tritons[0].http_url})  # its agent reports it down
+    del fleet["gpu-dead"]
+    view.set(fleet, policies=(policy,))  # its agent reports it down
     await asyncio.sleep(1.5)
     assert "gpu-dead/triton" in router.balancer.ejected()
-    view.set({"gpu-dead": dead, "gpu-b": tritons[1].http_url, "gpu-c": tritons[0].http_url})  # and back
+    view.set({**fleet, "gpu-dead": dead}, policies=(policy,))  # and back
     await asyncio.sleep(1.5)
     assert router.balancer.ejected() == {}
 
