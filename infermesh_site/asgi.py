@@ -68,12 +68,14 @@ def remembering_loop(app: Any) -> Any:
 
 async def lifespan_app(scope: dict, receive: Any, send: Any) -> None:
     """Answers ASGI lifespan for servers that send it (uvicorn); background parts start in `serve`.
-    At shutdown the proxy's upstream connections are closed, on the loop they belong to."""
+    At shutdown the proxy finishes recording its events and closes its upstream connections, on
+    the loop they belong to."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            await proxy_app.close()
             await close_sessions()
             await send({"type": "lifespan.shutdown.complete"})
             return

@@ -155,6 +155,13 @@ class ProxyRouter:
         self._routable: set[tuple[str, str]] | None = None
         self._table_seen: RoutingTable | None = None
 
+    async def close(self) -> None:
+        """Stop the ticker and the background probes, and wait for the events being recorded."""
+        for task in (self._ticker, *self._background):
+            if task is not None:
+                task.cancel()
+        await asyncio.to_thread(self._events.shutdown, wait=True)
+
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             raise ValueError(f"the proxy serves HTTP only, not {scope['type']!r}")

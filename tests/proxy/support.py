@@ -117,8 +117,10 @@ def view() -> FixedView:
 
 
 @pytest.fixture
-def router(view: FixedView) -> ProxyRouter:
-    return ProxyRouter(view)
+async def router(view: FixedView) -> AsyncIterator[ProxyRouter]:
+    router = ProxyRouter(view)
+    yield router
+    await router.close()  # an event still being written would lock SQLite for the next test
 
 
 @pytest.fixture
