@@ -251,10 +251,10 @@ class LocalTriton:
     def _ports(self) -> set[int]:
         return {port for port in (self.http_port, self.grpc_port, self.metrics_port) if port is not None}
 
-    def _request(self, method: str, path: str) -> tuple[int, bytes]:
-        connection = http.client.HTTPConnection(self.host, self.http_port, timeout=5)
+    def _request(self, method: str, path: str, body: bytes | None = None, timeout: float = 5) -> tuple[int, bytes]:
+        connection = http.client.HTTPConnection(self.host, self.http_port, timeout=timeout)
         try:
-            connection.request(method, path)
+            connection.request(method, path, body)
             response = connection.getresponse()
             return response.status, response.read()
         finally:
@@ -276,6 +276,19 @@ class LocalTriton:
         if status != 200:
             raise RuntimeError(f"tritonserver answered HTTP {status} for its repository index: {body!r}")
         return json.loads(body)
+
+    def reload_with_parameter(self, model: str, name: str, value: str) -> None:
+        """Load `model` again with one parameter of its configuration changed (Triton's load API
+        with a configuration override), e.g. the `slow` example's `delay_ms`."""
+        status, body = self._request("GET", f"/v2/models/{model}/config")
+        if status != 200:
+            raise RuntimeError(f"tritonserver has no configuration for {model!r} (HTTP {status}): {body!r}")
+        config = json.loads(body)
+        config.setdefault("parameters", {})[name] = {"string_value": value}
+        request = json.dumps({"parameters": {"config": json.dumps(config)}}).encode()
+        status, body = self._request("POST", f"/v2/repository/models/{model}/load", request, timeout=60)
+        if status != 200:
+            raise RuntimeError(f"tritonserver did not reload {model!r} (HTTP {status}): {body!r}")
 
     def log_tail(self, lines: int = 40) -> str:
         if self.log_path is None or not self.log_path.exists():
@@ -344,6 +357,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--load", nargs="*", default=["*"], metavar="MODEL", help="models to load at start (default: all; none: --load)"
     )
     parser.add_argument("--log", help="write Triton's log here (default: a temporary file, removed at exit)")
+    parser.add_argument(
+        "--slow-delay-ms", type=int, metavar="MS", help="the `slow` example model's time per request (default 200)"
+    )
     args = parser.parse_args(argv)
     triton = LocalTriton(
         args.models,
@@ -359,6 +375,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(stop_signal, _stop_on_signal)
     try:
         triton.start()
+        if args.slow_delay_ms is not None:
+            triton.reload_with_parameter("slow", "delay_ms", str(args.slow_delay_ms))
         print(f"tritonserver is live: HTTP {triton.http_url}  gRPC {triton.grpc_url}  metrics {triton.metrics_url}")
         print(f"repository {triton.model_repository}, log {triton.log_path}")
         for model in triton.models():

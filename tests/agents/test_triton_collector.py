@@ -345,3 +345,14 @@ def test_it_says_how_to_install_triton_when_the_wheel_is_missing(monkeypatch, tm
 
     with pytest.raises(TritonNotInstalled, match=r"pip install nvidia-pytriton==0\.7\.0"):
         triton_server.prepare_backends(tmp_path)
+
+
+def test_it_reloads_a_model_with_one_parameter_changed(triton_repository):
+    with LocalTriton(triton_repository, load_models=["slow"]) as server:
+        server.reload_with_parameter("slow", "delay_ms", "20")
+        status, body = server._request("GET", "/v2/models/slow/config")
+        assert status == 200
+        assert json.loads(body)["parameters"]["delay_ms"] == {"string_value": "20"}
+        assert [m["state"] for m in server.models() if m["name"] == "slow"] == ["READY"]
+        with pytest.raises(RuntimeError, match="no configuration for 'echo'"):
+            server.reload_with_parameter("echo", "delay_ms", "20")  # not loaded
