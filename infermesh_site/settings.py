@@ -35,10 +35,15 @@ def _generated_secret(secret_file: Path) -> str:
 
 
 SECRET_KEY = env_str("SECRET_KEY")
+QUICKSTART_SECRET_FILE = MESH_DATA_DIR / "secret_key"
+if not SECRET_KEY and QUICKSTART_SECRET_FILE.is_file():
+    # The key scripts/quickstart made: manage.py commands run beside it find it by themselves.
+    SECRET_KEY = QUICKSTART_SECRET_FILE.read_text().strip()
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
-            "SECRET_KEY is not set. Set SECRET_KEY (or SECRET_KEY_FILE) to a long random value, "
+            f"SECRET_KEY is not set. Set SECRET_KEY (or SECRET_KEY_FILE, or write {QUICKSTART_SECRET_FILE}) "
+            "to a long random value, "
             "for example the output of: python -c 'import secrets; print(secrets.token_urlsafe(50))'. "
             "Only a DEBUG=1 run generates one by itself."
         )

@@ -55,6 +55,16 @@ def test_it_reads_the_secret_key_from_a_file(data_dir, tmp_path):
     assert result.stdout.strip().splitlines()[-1] == TEST_SECRET
 
 
+def test_it_reads_the_quick_starts_key_from_the_data_folder(data_dir):
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "secret_key").write_text(TEST_SECRET + "\n")
+    result = manage(
+        "shell", "-c", "from django.conf import settings; print(settings.SECRET_KEY)", env=clean_env(data_dir)
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == TEST_SECRET
+
+
 def test_it_generates_and_keeps_a_key_only_in_debug(data_dir):
     show_key = ("shell", "-c", "from django.conf import settings; print(settings.SECRET_KEY)")
     first = manage(*show_key, env=clean_env(data_dir, DEBUG="1"))
