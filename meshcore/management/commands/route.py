@@ -65,8 +65,9 @@ def render(explained: dict[str, Any], source: str) -> str:
         for name, signal in candidate["signals"].items():
             state = "stale" if signal["stale"] else ("-" if not signal["weight"] else f"{signal['share']:.0%}")
             age = "" if signal["age_s"] is None else f", {signal['age_s']:.1f} s old"
+            raw = round(signal["raw"], 3) if isinstance(signal["raw"], float) else signal["raw"]
             lines.append(
-                f"      {name:<19} raw {json.dumps(signal['raw'], default=str):<40} score {signal['score']:6.1f}  "
+                f"      {name:<19} raw {json.dumps(raw, default=str):<40} score {signal['score']:6.1f}  "
                 f"weight {signal['weight']:5.1f}  share {state}{age}"
             )
     for excluded in explained["excluded"]:
