@@ -12,7 +12,7 @@ the rate: a process leases a slice of the bucket (`LEASE_S` of the rate, at leas
 token) with one atomic script call and spends it locally; only when its lease is used up
 does it ask again. `max_concurrent` is counted in Redis per request (an increment when it
 starts, a decrement when it ends), since a concurrency lease would strand capacity in idle
-processes. docs/routing.md gives the measured cost of both.
+processes. docs/routing.md gives the measured cost of both (benchmarks/quota_overhead.py).
 """
 
 from __future__ import annotations
