@@ -21,6 +21,19 @@ def say(message: str) -> None:
     print(message, flush=True)
 
 
+def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]], markdown: bool = False) -> None:
+    """Rows under their header, as aligned columns or as a Markdown table."""
+    if markdown:
+        say("| " + " | ".join(header) + " |")
+        say("|" + " --- |" * len(header))
+        for row in rows:
+            say("| " + " | ".join(row) + " |")
+        return
+    widths = [max(len(line[i]) for line in (header, *rows)) for i in range(len(header))]
+    for line in (header, *rows):
+        say("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+
+
 def percentile(values: list[float], p: float) -> float:
     """Nearest-rank percentile (p in 0..100); NaN for no values."""
     if not values:

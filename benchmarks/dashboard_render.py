@@ -43,7 +43,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.common import conclude, percentile, say, yardstick_ms
+from benchmarks.common import conclude, percentile, print_table, say, yardstick_ms
 from benchmarks.telemetry_ingest import ADMIN_PASSWORD, ControlPlane, FleetProcess, prepare
 from devtools.browser import CHROMIUM, launch_chromium, sign_in
 from devtools.serve import collected_static_root
@@ -280,16 +280,7 @@ def print_render_table(figures: list[RenderFigures], markdown: bool) -> None:
         )
         for f in figures
     ]
-    if markdown:
-        say("| " + " | ".join(head) + " |")
-        say("|" + " --- |" * len(head))
-        for row in rows:
-            say("| " + " | ".join(row) + " |")
-        return
-    widths = [max(len(head[i]), *(len(row[i]) for row in rows)) for i in range(len(head))]
-    say("  ".join(name.rjust(width) for name, width in zip(head, widths, strict=True)))
-    for row in rows:
-        say("  ".join(value.rjust(width) for value, width in zip(row, widths, strict=True)))
+    print_table(head, rows, markdown)
 
 
 def run(args: argparse.Namespace, root: Path) -> list[str]:

@@ -68,7 +68,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.common import conclude, say
+from benchmarks.common import conclude, print_table, say
 from devtools.ports import free_port
 from devtools.serve import ServeProcess, clean_env, manage
 from devtools.triton_server import EXAMPLE_MODELS, LocalTriton
@@ -655,18 +655,6 @@ def table(rows: list[Row], connections: int) -> list[tuple[str, ...]]:
     return lines
 
 
-def print_table(lines: list[tuple[str, ...]], markdown: bool) -> None:
-    if markdown:
-        say("| " + " | ".join(lines[0]) + " |")
-        say("|" + " --- |" * len(lines[0]))
-        for line in lines[1:]:
-            say("| " + " | ".join(line) + " |")
-        return
-    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    for line in lines:
-        say("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
-
-
 def busy_note(rows: list[Row]) -> str | None:
     """A warning when other work loaded the machine during the run (the figures are then lower and noisier)."""
     highest = max(sample.load_average for row in rows for sample in row.samples)
@@ -865,10 +853,10 @@ def main(argv: list[str] | None = None) -> int:
             "logged per request costs extra), no local agent; the node reported by this process's telemetry thread"
         )
         lines = table(ordered, settings.connections)
-        print_table(lines, markdown=False)
+        print_table(lines[0], lines[1:], markdown=False)
         if args.markdown:
             say("")
-            print_table(lines, markdown=True)
+            print_table(lines[0], lines[1:], markdown=True)
         say("")
         for line in goals(ordered) + faster_server(ordered):
             say(line)

@@ -48,7 +48,7 @@ from typing import Any
 import httpx
 
 from benchmarks import telemetry_load
-from benchmarks.common import conclude, percentile, say
+from benchmarks.common import conclude, percentile, print_table, say
 from benchmarks.telemetry_load import GPUS_PER_NODE, FleetPlan, RunResult, SubscriberPlan, SubscriberResult
 from devtools.serve import ServeProcess, clean_env, manage
 
@@ -514,17 +514,8 @@ def table(results: dict[str, list[Figures]]) -> list[tuple[str, ...]]:
     return rows
 
 
-def print_table(rows: list[tuple[str, ...]], markdown: bool) -> None:
-    header = ("figure", "lean", "django", "lean/django", "goal")
-    if markdown:
-        say("| " + " | ".join(header) + " |")
-        say("|" + " --- |" * len(header))
-        for row in rows:
-            say("| " + " | ".join(row) + " |")
-        return
-    widths = [max(len(line[i]) for line in (header, *rows)) for i in range(len(header))]
-    for line in (header, tuple("-" * width for width in widths), *rows):
-        say("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+def print_figures(rows: list[tuple[str, ...]], markdown: bool) -> None:
+    print_table(("figure", "lean", "django", "lean/django", "goal"), rows, markdown)
 
 
 def failures_of(results: dict[str, list[Figures]]) -> list[str]:
@@ -601,10 +592,10 @@ def main(argv: list[str] | None = None) -> int:
             f"divided by the Django one."
         )
         rows = table(results)
-        print_table(rows, markdown=False)
+        print_figures(rows, markdown=False)
         if args.markdown:
             say("")
-            print_table(rows, markdown=True)
+            print_figures(rows, markdown=True)
         matched = {f.matched_by for figures in results.values() for f in figures}
         say(f"deliveries matched to reports by {', '.join(sorted(matched))}")
     finally:
