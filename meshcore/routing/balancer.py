@@ -32,8 +32,7 @@ class TargetState:
     consecutive_failures: int = 0  # reset by any success
     times_ejected: int = 0  # each ejection lasts longer than the one before
     ejected_until: float = 0.0  # monotonic time; 0 when not ejected
-    requests: int = 0
-    failures: int = 0
+    failures: int = 0  # all failures seen (requests and port checks)
 
 
 @dataclass
@@ -64,7 +63,7 @@ class Ejection:
     target: str
     ejected: bool  # True: just ejected; False: just restored
     for_s: float = 0.0
-    failures: int = 0
+    failures: int = 0  # all failures seen (requests and port checks)
 
 
 class Balancer:
@@ -122,7 +121,6 @@ class Balancer:
 
     def record_success(self, key: str) -> None:
         state = self.state(key)
-        state.requests += 1
         state.consecutive_failures = 0
 
     def record_failure(self, key: str, now: float | None = None, refused: bool = False) -> None:
@@ -134,7 +132,6 @@ class Balancer:
         out of its balancer until it can connect again)."""
         now = time.monotonic() if now is None else now
         state = self.state(key)
-        state.requests += 1
         state.failures += 1
         state.consecutive_failures += 1
         enough = refused or state.consecutive_failures >= self.outliers.consecutive_failures
