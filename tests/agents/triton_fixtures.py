@@ -82,3 +82,17 @@ async def until(probe: Callable[[], Awaitable[T]], check: Callable[[T], bool], t
         if time.monotonic() > deadline:
             pytest.fail(f"still not there after {timeout_s:g} s; last seen: {value!r}")
         await asyncio.sleep(0.02)
+
+
+async def triton_counts(client: triton_http.InferenceServerClient, model: str) -> tuple[int, int]:
+    """(successes, failures) Triton's own statistics hold for `model`, all versions."""
+    statistics = await client.get_inference_statistics(model)
+    totals = [entry["inference_stats"] for entry in statistics["model_stats"]]
+    return sum(int(t["success"]["count"]) for t in totals), sum(int(t["fail"]["count"]) for t in totals)
+
+
+async def until_counted(
+    client: triton_http.InferenceServerClient, model: str, successes: int, failures: int = 0
+) -> None:
+    """Wait until Triton has counted the requests it answered: it counts each just after its answer."""
+    await until(lambda: triton_counts(client, model), lambda counts: counts[0] >= successes and counts[1] >= failures)
