@@ -25,7 +25,7 @@ from infermesh_site.ws_urls import websocket_urlpatterns  # noqa: E402
 from meshcore.channel_bridge import remember_server_loop  # noqa: E402
 from meshcore.live.asgi import telemetry_app  # noqa: E402
 from meshcore.proxy.app import proxy_app  # noqa: E402
-from meshcore.proxy.upstream import close_sessions  # noqa: E402
+from meshcore.proxy.upstream import close_pools  # noqa: E402
 
 PROXY_PREFIX = "/proxy/"
 TELEMETRY_PATH = "/api/v1/telemetry/"
@@ -76,7 +76,7 @@ async def lifespan_app(scope: dict, receive: Any, send: Any) -> None:
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await proxy_app.close()
-            await close_sessions()
+            await close_pools()
             await send({"type": "lifespan.shutdown.complete"})
             return
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
+import orjson
 from django.conf import settings
 from django.db import connections
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -34,7 +34,7 @@ from meshcore.models import EventType
 from meshcore.proxy import kserve
 from meshcore.proxy.metrics import ProxyMetrics, RouterAggregates
 from meshcore.proxy.responses import Headers, Receive, Send, send_error, send_json
-from meshcore.proxy.upstream import CONNECT_FAILURES, upstream_session
+from meshcore.proxy.upstream import BrokenAnswer, ConnectFailure, UpstreamResponse, upstream_pool
 from meshcore.routing import decide
 from meshcore.routing.balancer import Balancer, Ejection, OutlierSettings, RetryBudget
 from meshcore.routing.decide import Balancing
@@ -80,7 +80,7 @@ RESPONSE_HEADERS_DROPPED = frozenset(
 )
 # Seconds between round-trip probes of the targets in use (the network_latency signal).
 LATENCY_PROBE_S = 2
-PROBE_TIMEOUT = aiohttp.ClientTimeout(total=1.0)
+PROBE_TIMEOUT_S = 1.0
 # Responses up to this size are read whole and sent in one message; larger ones are streamed.
 WHOLE_RESPONSE_BYTES = 1 << 20
 # A client's disconnect is watched for only once its answer takes this long (`_unless_client_leaves`):
@@ -118,7 +118,7 @@ class Exchange:
     method: str
     route: kserve.Route
     body: bytes
-    upstream_headers: list[tuple[str, str]]
+    upstream_headers: Headers
     balancing: Balancing
     request_id: bytes
     extra_headers: Headers
@@ -365,12 +365,8 @@ class ProxyRouter:
             order = decide.order_targets(
                 self.balancer, table, model, eligible, balancing, hash_key.decode("latin-1") if hash_key else None
             )
-        upstream_headers = [
-            (name.decode("latin-1"), value.decode("latin-1"))
-            for name, value in scope["headers"]
-            if name not in REQUEST_HEADERS_DROPPED
-        ]
-        upstream_headers.append(("x-request-id", request_id.decode("latin-1")))
+        upstream_headers = [header for header in scope["headers"] if header[0] not in REQUEST_HEADERS_DROPPED]
+        upstream_headers.append((b"x-request-id", request_id))
         strategy_header = (b"x-infermesh-strategy", _strategy_label(balancing, panic).encode())
         extra_headers = [strategy_header]
         if headers.get(b"x-infermesh-explain") == b"1" and caller.token is not None and caller.token.is_staff:
@@ -508,20 +504,19 @@ class ProxyRouter:
         sent_at = time.perf_counter()
         response = None
         try:
-            request = upstream_session().request(
+            request = upstream_pool().request(
                 method,
-                target.url + route.upstream_path,
-                data=exchange.body if method == "POST" else None,
-                headers=exchange.upstream_headers,
-                timeout=_timeout(balancing.timeout_s),
-                allow_redirects=False,
+                target.url,
+                route.upstream_path,
+                exchange.upstream_headers,
+                exchange.body if method == "POST" else None,
+                balancing.timeout_s,
             )
             try:
                 response = await _unless_client_leaves(receive, request)
-            except CONNECT_FAILURES as error:
-                refused = _refused(error)
-                self.balancer.record_failure(target.key, refused=refused)
-                if not refused:
+            except ConnectFailure as error:
+                self.balancer.record_failure(target.key, refused=error.refused)
+                if not error.refused:
                     self._in_background(self._check_listening(target))
                 service.observe(balancing.timeout_s, failed=True)  # failing fast must not look fast
                 raise ConnectFailed(target, error) from None
@@ -530,16 +525,17 @@ class ProxyRouter:
                 detail = f"{target.key} did not answer within {balancing.timeout_s:g} s (the policy's timeout_ms)."
                 await self._target_failed(send, route, target, started, request_id, 504, "upstream_timeout", detail)
                 return
+            except BrokenAnswer as error:
+                service.observe(balancing.timeout_s, failed=True)
+                detail = f"{target.key} answered something that cannot be passed on: {error}"
+                await self._target_failed(send, route, target, started, request_id, 502, "upstream_failed", detail)
+                return
             status = response.status
             if status in FAILURE_STATUSES:
                 self.balancer.record_failure(target.key)
             else:
                 self.balancer.record_success(target.key)
-            headers: Headers = [
-                (name.lower(), value)
-                for name, value in response.raw_headers
-                if name.lower() not in RESPONSE_HEADERS_DROPPED
-            ]
+            headers: Headers = [header for header in response.headers if header[0] not in RESPONSE_HEADERS_DROPPED]
             headers += [
                 (b"x-request-id", request_id),
                 (b"x-infermesh-target", target.key.encode()),
@@ -549,7 +545,7 @@ class ProxyRouter:
             if length is not None and length <= WHOLE_RESPONSE_BYTES:
                 try:
                     payload = await response.read()
-                except (TimeoutError, aiohttp.ClientError) as error:
+                except (TimeoutError, BrokenAnswer) as error:
                     detail = f"{target.key} broke off its answer: {error!r}"
                     await self._target_failed(send, route, target, started, request_id, 502, "upstream_failed", detail)
                     return
@@ -559,9 +555,9 @@ class ProxyRouter:
             else:
                 await send({"type": "http.response.start", "status": status, "headers": headers})
                 try:
-                    async for chunk in response.content.iter_any():
+                    async for chunk in response.chunks():
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                except (TimeoutError, aiohttp.ClientError):
+                except (TimeoutError, BrokenAnswer):
                     # The status is sent: all that is left is to end the answer short, as the upstream did.
                     self.balancer.record_failure(target.key)
                     logger.warning("%s broke off a streamed answer (request %s)", target.key, request_id.decode())
@@ -637,7 +633,8 @@ class ProxyRouter:
     async def _tick(self) -> None:
         """On the serving loop, once a second: take in a new routing table, restore targets whose
         ejection ended, and every `LATENCY_PROBE_S` measure the round trip to the targets this
-        router has sent to. (On the loop, since the balancer's state is the loop's alone.)"""
+        router has sent to. On the loop, since the balancer's
+        state is the loop's alone."""
         ticks = 0
         while True:
             await asyncio.sleep(1.0)
@@ -658,8 +655,11 @@ class ProxyRouter:
 
     async def _probe(self, target: Target) -> None:
         started = time.perf_counter()
-        async with upstream_session().get(target.url + "/v2/health/live", timeout=PROBE_TIMEOUT) as response:
+        response = await upstream_pool().request("GET", target.url, "/v2/health/live", timeout_s=PROBE_TIMEOUT_S)
+        try:
             await response.read()
+        finally:
+            response.release()
         if response.status == 200:
             self.balancer.latency_ms[target.key] = ((time.perf_counter() - started) * 1000, time.monotonic())
 
@@ -689,10 +689,13 @@ class ProxyRouter:
     async def _learn_concurrency(self, target: Target, model: str) -> None:
         """The model's instance count on the target (its `instance_group`), for the expected wait."""
         try:
-            async with upstream_session().get(
-                f"{target.url}/v2/models/{model}/config", timeout=PROBE_TIMEOUT
-            ) as response:
-                config = await response.json(content_type=None) if response.status == 200 else {}
+            response = await upstream_pool().request(
+                "GET", target.url, f"/v2/models/{model}/config", timeout_s=PROBE_TIMEOUT_S
+            )
+            try:
+                config = orjson.loads(await response.read()) if response.status == 200 else {}
+            finally:
+                response.release()
         except Exception:
             logger.info("could not read %s's configuration on %s", model, target.key, exc_info=True)
             return
@@ -752,7 +755,7 @@ def _record_event(event_type: str, node: str, data: dict) -> None:
         connections.close_all()
 
 
-async def _unless_client_leaves(receive: Receive, request: Any) -> aiohttp.ClientResponse:
+async def _unless_client_leaves(receive: Receive, request: Any) -> UpstreamResponse:
     """Await the upstream response, cancelling it if the client disconnects first (its in-flight slot is freed).
 
     The request is awaited in this task. Watching for `http.disconnect` takes a task of its own, and
@@ -806,27 +809,9 @@ async def _disconnected(receive: Receive) -> None:
         pass
 
 
-def _refused(error: Exception) -> bool:
-    """Whether the target refused the connection: nothing listens on its port."""
-    return isinstance(getattr(error, "os_error", None), ConnectionRefusedError)
-
-
 def _new_request_id() -> bytes:
     """32 random hex digits, as uuid4().hex has them, without its cost (no UUID object, no system call)."""
     return b"%032x" % random.getrandbits(128)
-
-
-_TIMEOUTS: dict[float, aiohttp.ClientTimeout] = {}
-
-
-def _timeout(seconds: float) -> aiohttp.ClientTimeout:
-    """One ClientTimeout per value (policies name a few), not a new one per request."""
-    timeout = _TIMEOUTS.get(seconds)
-    if timeout is None:
-        if len(_TIMEOUTS) > 1000:
-            _TIMEOUTS.clear()
-        timeout = _TIMEOUTS[seconds] = aiohttp.ClientTimeout(total=seconds)
-    return timeout
 
 
 def _strategy_label(balancing: Balancing, panic: bool) -> str:

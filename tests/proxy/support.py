@@ -18,7 +18,7 @@ import pytest
 
 from devtools.triton_server import EXAMPLE_MODELS, LocalTriton
 from meshcore.proxy.app import ProxyRouter
-from meshcore.proxy.upstream import close_sessions
+from meshcore.proxy.upstream import close_pools
 from meshcore.routing.desired import DesiredSnapshot, NodeInfo, PolicyInfo, RuntimeInfo, TokenInfo
 from meshcore.routing.table import RoutingTable, build_table
 from meshcore.tokens import new_api_token
@@ -145,4 +145,4 @@ REPO_MODELS = Path(EXAMPLE_MODELS)
 async def close_upstream_sessions() -> AsyncIterator[None]:
     """Each test has its own event loop; the proxy's pool on it closes with it."""
     yield
-    await close_sessions()
+    await close_pools()
