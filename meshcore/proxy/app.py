@@ -633,7 +633,7 @@ class ProxyRouter:
     async def _tick(self) -> None:
         """On the serving loop, once a second: take in a new routing table, restore targets whose
         ejection ended, and every `LATENCY_PROBE_S` measure the round trip to the targets this
-        router has sent to. On the loop, since the balancer's
+        router has sent to (a probe refused ejects its target). On the loop, since the balancer's
         state is the loop's alone."""
         ticks = 0
         while True:
@@ -655,7 +655,12 @@ class ProxyRouter:
 
     async def _probe(self, target: Target) -> None:
         started = time.perf_counter()
-        response = await upstream_pool().request("GET", target.url, "/v2/health/live", timeout_s=PROBE_TIMEOUT_S)
+        try:
+            response = await upstream_pool().request("GET", target.url, "/v2/health/live", timeout_s=PROBE_TIMEOUT_S)
+        except ConnectFailure as failure:
+            if failure.refused:  # stopped: ejected now, not when traffic finds it (it may get none)
+                self.balancer.record_failure(target.key, refused=True)
+            raise
         try:
             await response.read()
         finally:

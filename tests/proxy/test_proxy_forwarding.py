@@ -306,6 +306,45 @@ async def test_a_target_its_agent_sees_come_back_is_no_longer_ejected(client, vi
     assert router.balancer.ejected() == {}
 
 
+async def test_an_idle_target_whose_triton_stopped_is_ejected_by_the_latency_probe(client, view, router):
+    """No request need meet a stopped Triton: the round-trip probe finds it refused and ejects it."""
+
+    connections = []
+
+    async def answer_everything(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    (int(h.split(b":")[1]) for h in head.lower().split(b"\r\n") if h.startswith(b"content-length")), 0
+                )
+                await reader.readexactly(length)
+                body = json.dumps({"model_name": "echo", "outputs": []}).encode()
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                    % (len(body), body)
+                )
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    stand_in = await asyncio.start_server(answer_everything, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{stand_in.sockets[0].getsockname()[1]}"
+    view.set({"gpu-x": url})
+    assert (await client.post("/proxy/v2/models/echo/infer", json=infer_body([1]))).headers[
+        "x-infermesh-target"
+    ] == "gpu-x/triton"
+    stand_in.close()  # the port now refuses
+    for writer in connections:
+        writer.close()
+
+    deadline = asyncio.get_running_loop().time() + 6  # a probe every 2 s
+    while "gpu-x/triton" not in router.balancer.ejected():
+        assert asyncio.get_running_loop().time() < deadline, "the probe did not eject the stopped target"
+        await asyncio.sleep(0.1)
+    assert router.balancer.state("gpu-x/triton").failures == 1
+
+
 async def test_the_policy_timeout_is_a_504(client, view, tritons):
     policy = PolicyInfo("fast", "load_balancing", {"model": "slow", "timeout_ms": 50}, True, 0)
     two_nodes(view, tritons, policies=(policy,))
