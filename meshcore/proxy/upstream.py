@@ -199,9 +199,10 @@ class _Connection(asyncio.Protocol):
         self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
-        if self.answer is None or self.answer.done():
-            return
-        response = UpstreamResponse(self, self.parser.get_status_code(), self._headers, self.deadline)
+        status = self.parser.get_status_code()
+        if self.answer is None or self.answer.done() or 100 <= status < 200:
+            return  # an interim answer (100 Continue, 103 Early Hints): the final one follows
+        response = UpstreamResponse(self, status, self._headers, self.deadline)
         self.response = response
         self.answer.set_result(response)
         if self.head_only:

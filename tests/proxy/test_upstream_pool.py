@@ -148,6 +148,14 @@ async def test_a_head_answer_ends_after_its_headers(pool, serve):
     assert (status, body) == (200, b"") and (b"content-length", b"120") in headers
 
 
+async def test_an_interim_answer_is_skipped_for_the_final_one(pool, serve):
+    server = await serve(await answering(b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n" + ok(b"final")))
+
+    status, headers, body = await fetch(pool, server.url)
+
+    assert (status, body) == (200, b"final") and not [name for name, _ in headers if name == b"link"]
+
+
 async def test_a_connection_close_answer_is_not_reused(pool, serve):
     server = await serve(await answering(ok(extra=b"connection: close\r\n"), keep_going=False))
     for _ in range(3):
