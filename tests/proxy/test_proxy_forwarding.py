@@ -301,7 +301,8 @@ async def test_a_target_its_agent_sees_come_back_is_no_longer_ejected(client, vi
     view.set(fleet, policies=(policy,))  # its agent reports it down
     await asyncio.sleep(1.5)
     assert "gpu-dead/triton" in router.balancer.ejected()
-    view.set({**fleet, "gpu-dead": dead}, policies=(policy,))  # and back
+    # And back, restarted (its port answers now: the round-trip probe would eject it again otherwise).
+    view.set({**fleet, "gpu-dead": tritons[0].http_url}, policies=(policy,))
     await asyncio.sleep(1.5)
     assert router.balancer.ejected() == {}
 
