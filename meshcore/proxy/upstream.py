@@ -21,7 +21,7 @@ import asyncio
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from urllib.parse import urlsplit
 
 import httptools
@@ -282,7 +282,7 @@ class UpstreamPool:
         method: str,
         base_url: str,
         path: str,
-        headers: list[Header] = (),  # type: ignore[assignment]
+        headers: Sequence[Header] = (),
         body: bytes | None = None,
         timeout_s: float = 30.0,
     ) -> UpstreamResponse:
