@@ -53,6 +53,9 @@ CLOCK_EVENT_REASONS = (
 
 NVML_PSTATE_UNKNOWN = 32
 
+# XID events taken per collect at most: a GPU in an error storm must not hold up the report.
+MAX_XID_EVENTS_PER_COLLECT = 100
+
 # nvmlValueType_t -> the member of the nvmlValue_t union that holds the value.
 _FIELD_VALUE_MEMBERS = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
 
@@ -158,6 +161,9 @@ class NvmlCollector:
         self._status: dict[str, str] = {"status": "missing", "detail": "NVML has not been initialised yet"}
         self._logged_status: tuple[str, str | None] | None = None
         self._skipped_gpus: set[int] = set()
+        self._xid_events: Any = None  # the NVML event set the GPUs' XID errors arrive on
+        self._xid_watched: set[str] = set()  # GPUs (uuid) registered for XID events
+        self._xids: dict[str, dict[str, Any]] = {}
 
     def collect(self) -> dict:
         """{"nvml": {...status...}, "gpus": [GpuSample, ...]}; no GPUs when NVML is missing or failed."""
@@ -168,6 +174,8 @@ class NvmlCollector:
             count = nvml.nvmlDeviceGetCount()
         except nvml.NVMLError as exc:
             return {"nvml": {**self._status, "status": "error", "detail": f"NVML cannot count GPUs: {exc}"}, "gpus": []}
+        if self._xid_events is not None:
+            self._take_xid_events()
         samples = (self._gpu(index) for index in range(count))
         return {"nvml": dict(self._status), "gpus": [sample for sample in samples if sample is not None]}
 
@@ -177,6 +185,13 @@ class NvmlCollector:
         if not self._initialised:
             return
         self._initialised = False
+        if self._xid_events is not None:
+            try:
+                self._nvml.nvmlEventSetFree(self._xid_events)
+            except self._nvml.NVMLError as exc:
+                logger.warning("nvmlEventSetFree failed: %s", exc)
+            self._xid_events = None
+            self._xid_watched.clear()
         try:
             self._nvml.nvmlShutdown()
         except self._nvml.NVMLError as exc:
@@ -192,6 +207,8 @@ class NvmlCollector:
         self._status = self._initialise()
         self._initialised = self._status["status"] == "ok"
         self._log_status()
+        if self._initialised:
+            self._watch_xid_errors()
         return self._initialised
 
     def _initialise(self) -> dict[str, str]:
@@ -248,6 +265,49 @@ class NvmlCollector:
                 self._status["detail"],
                 self._retry_init_s,
             )
+
+    def _watch_xid_errors(self) -> None:
+        """Register every GPU that supports it for XID error events (driver-reported faults, e.g. 79: fallen
+        off the bus), which NVML offers only as events: each collect takes those that arrived since."""
+        nvml = self._nvml
+        try:
+            events = nvml.nvmlEventSetCreate()
+            count = nvml.nvmlDeviceGetCount()
+        except nvml.NVMLError as exc:
+            logger.warning("No XID errors from NVML: cannot create an event set (%s)", exc)
+            return
+        for index in range(count):
+            try:
+                handle = nvml.nvmlDeviceGetHandleByIndex(index)
+                uuid = _text(nvml.nvmlDeviceGetUUID(handle))
+                nvml.nvmlDeviceRegisterEvents(handle, nvml.nvmlEventTypeXidCriticalError, events)
+            except nvml.NVMLError_NotSupported:
+                continue
+            except nvml.NVMLError as exc:
+                logger.info("GPU %d: no XID errors from NVML (%s)", index, exc)  # a lost GPU is warned of per report
+                continue
+            self._xid_watched.add(uuid)
+        self._xid_events = events
+
+    def _take_xid_events(self) -> None:
+        nvml = self._nvml
+        for _ in range(MAX_XID_EVENTS_PER_COLLECT):
+            try:
+                event = nvml.nvmlEventSetWait_v2(self._xid_events, 0)
+            except nvml.NVMLError_Timeout:
+                return  # none left
+            except nvml.NVMLError as exc:
+                logger.warning("Reading NVML's XID events failed: %s", exc)
+                return
+            if not event.eventType & nvml.nvmlEventTypeXidCriticalError:
+                continue
+            try:
+                uuid = _text(nvml.nvmlDeviceGetUUID(event.device))
+            except nvml.NVMLError:
+                continue
+            seen = self._xids.setdefault(uuid, {"count": 0})
+            seen.update(count=seen["count"] + 1, last=int(event.eventData), last_at=round(time.time(), 3))
+            logger.warning("GPU %s reported XID %d", uuid, event.eventData)
 
     def _gpu(self, index: int) -> dict | None:
         nvml = self._nvml
@@ -316,6 +376,8 @@ class NvmlCollector:
         if ecc:
             metrics["ecc_errors"] = ecc
         _put(metrics, "processes", self._processes(fields, handle))
+        if uuid in self._xid_watched:
+            metrics["xid_errors"] = dict(self._xids.get(uuid) or {"count": 0})
 
         sample: dict[str, Any] = {"uuid": uuid, "index": index, "simulated": False, "info": info, "metrics": metrics}
         mig_mode = fields.read("mig_mode", nvml.nvmlDeviceGetMigMode, handle)

@@ -80,6 +80,17 @@ class FakeDevice:
     graphics_processes: list[tuple[int, int | None]] | None = field(default_factory=list)
     failures: dict[str, type[pynvml.NVMLError]] = field(default_factory=dict)
     lost: bool = False
+    # Whether the board can be registered for XID error events (NVML answers NotSupported where not).
+    xid_events: bool = False
+
+
+@dataclass
+class FakeEventSet:
+    """What nvmlEventSetCreate hands out: the devices registered on it, and the events waiting."""
+
+    registered: dict[str, int] = field(default_factory=dict)  # device uuid -> event type mask
+    waiting: list[Any] = field(default_factory=list)
+    freed: bool = False
 
 
 def a100(index: int = 0, **overrides: Any) -> FakeDevice:
@@ -201,6 +212,22 @@ class FakeNvml(types.ModuleType):
         self.init_calls = 0
         self.shutdown_calls = 0
         self._refcount = 0
+        self.event_sets: list[FakeEventSet] = []
+
+    def raise_xid(self, device: FakeDevice, xid: int) -> None:
+        """The driver reports XID `xid` on `device`: every event set it is registered on receives it."""
+        for events in self.event_sets:
+            if events.registered.get(device.uuid, 0) & pynvml.nvmlEventTypeXidCriticalError and not events.freed:
+                # Shaped like pynvml's c_nvmlEventData_t (whose `device` field cannot hold a FakeDevice).
+                events.waiting.append(
+                    types.SimpleNamespace(
+                        device=device,
+                        eventType=pynvml.nvmlEventTypeXidCriticalError,
+                        eventData=xid,
+                        gpuInstanceId=0xFFFFFFFF,
+                        computeInstanceId=0xFFFFFFFF,
+                    )
+                )
 
     # -- library and system --
 
@@ -236,6 +263,33 @@ class FakeNvml(types.ModuleType):
         if not 0 <= index < len(self.devices):
             raise pynvml.NVMLError_InvalidArgument()
         return self.devices[index]
+
+    # -- events --
+
+    def nvmlEventSetCreate(self) -> FakeEventSet:
+        self._check_initialised()
+        events = FakeEventSet()
+        self.event_sets.append(events)
+        return events
+
+    def nvmlDeviceRegisterEvents(self, handle: FakeDevice, eventTypes: int, eventSet: FakeEventSet) -> None:
+        self._answer(handle, "nvmlDeviceRegisterEvents", True if handle.xid_events else None)
+        eventSet.registered[handle.uuid] = eventSet.registered.get(handle.uuid, 0) | eventTypes
+
+    def nvmlEventSetWait_v2(self, eventSet: FakeEventSet, timeoutms: int) -> Any:
+        self._check_initialised()
+        if eventSet.freed:
+            raise pynvml.NVMLError_InvalidArgument()
+        if not eventSet.waiting:
+            raise pynvml.NVMLError_Timeout()  # what NVML answers when no event came within the timeout
+        return eventSet.waiting.pop(0)
+
+    def nvmlEventSetWait(self, eventSet: FakeEventSet, timeoutms: int) -> Any:
+        return self.nvmlEventSetWait_v2(eventSet, timeoutms)
+
+    def nvmlEventSetFree(self, eventSet: FakeEventSet) -> None:
+        self._check_initialised()
+        eventSet.freed = True
 
     # -- identity and inventory --
 
@@ -412,5 +466,5 @@ def _processes(running: list[tuple[int, int | None]]) -> list[pynvml.nvmlFriendl
 
 # The real constants and error classes, so the collector cannot tell the double from pynvml.
 for _name in dir(pynvml):
-    if _name.startswith(("NVML_", "NVMLError", "nvmlClocksEventReason", "nvmlClocksThrottleReason")):
+    if _name.startswith(("NVML_", "NVMLError", "nvmlClocksEventReason", "nvmlClocksThrottleReason", "nvmlEventType")):
         setattr(FakeNvml, _name, getattr(pynvml, _name))

@@ -396,3 +396,34 @@ def test_the_double_answers_like_the_real_h200_it_was_modelled_on():
         )
     ).collect()
     assert fake == real
+
+
+def test_it_reports_xid_errors_as_they_arrive_for_the_gpus_that_have_them():
+    watched, plain = a100(0, xid_events=True), a100(1)
+    fake = FakeNvml([watched, plain])
+    collector = NvmlCollector(fake)
+
+    first = {gpu["uuid"]: gpu["metrics"] for gpu in collector.collect()["gpus"]}
+    fake.raise_xid(watched, 79)
+    fake.raise_xid(watched, 48)
+    second = {gpu["uuid"]: gpu["metrics"] for gpu in collector.collect()["gpus"]}
+    third = {gpu["uuid"]: gpu["metrics"] for gpu in collector.collect()["gpus"]}
+
+    assert first[watched.uuid]["xid_errors"] == {"count": 0}
+    assert "xid_errors" not in first[plain.uuid]  # NotSupported: absent, not zero
+    assert second[watched.uuid]["xid_errors"]["count"] == 2
+    assert second[watched.uuid]["xid_errors"]["last"] == 48
+    assert second[watched.uuid]["xid_errors"]["last_at"] > 0
+    assert third[watched.uuid]["xid_errors"] == second[watched.uuid]["xid_errors"]  # kept, not counted again
+    assert "xid_errors" not in second[plain.uuid]
+
+
+def test_it_frees_its_event_set_when_it_closes():
+    fake = FakeNvml([a100(0, xid_events=True)])
+    collector = NvmlCollector(fake)
+    collector.collect()
+    collector.close()
+
+    assert [events.freed for events in fake.event_sets] == [True]
+    collector.collect()  # initialised again: a new event set
+    assert [events.freed for events in fake.event_sets] == [True, False]
