@@ -82,7 +82,7 @@ def tile_state(gpu: dict[str, Any], stale: bool) -> str:
     """stale, error, hot, full or ok: what colours a GPU tile (and the word on it)."""
     if stale or gpu.get("util") is None:
         return "stale"
-    if gpu.get("ecc") or gpu.get("err"):
+    if gpu.get("ecc") or gpu.get("xid") or gpu.get("err"):
         return "error"
     if (gpu.get("temp") or 0) >= HOT_C:
         return "hot"
@@ -97,6 +97,8 @@ STATE_WORDS = {"stale": "stale", "error": "error", "hot": "hot", "full": "mem fu
 
 def state_word(gpu: dict[str, Any], state: str) -> str:
     if state == "error":
+        if gpu.get("xid"):
+            return f"XID {gpu['xid']}"
         return "ECC" if gpu.get("ecc") else "error"
     return STATE_WORDS[state]
 

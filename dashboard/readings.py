@@ -9,6 +9,7 @@ and the socket sends only what a person would see change. The keys are the wire 
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -18,6 +19,8 @@ MIB = 1024**2
 # The fleet page's sparklines: 5 minutes in buckets of this many seconds (60 points a series).
 SPARK_BUCKET_S = 5.0
 HISTORY_WINDOW_S = 300.0
+# An XID error marks its GPU's tile for this long after it was reported.
+XID_RECENT_S = HISTORY_WINDOW_S
 
 # Inventory: rarely changes; sent with a node, and again only when it changes.
 INVENTORY_KEYS = ("index", "name", "sim", "mem_total", "power_limit")
@@ -57,6 +60,7 @@ def metrics_view(
     """
     clocks = metrics.get("clocks_mhz") or {}
     ecc = metrics.get("ecc_errors") or {}
+    xid = metrics.get("xid_errors") or {}
     view: dict[str, Any] = {
         "util": _round(metrics.get("utilization_gpu_pct")),
         "mem": _mib(metrics.get("memory_used_bytes")),
@@ -65,6 +69,7 @@ def metrics_view(
         "sm": _round(clocks.get("sm")),
         # Uncorrected volatile ECC errors since the driver loaded: the ones that take a GPU out of service.
         "ecc": ecc.get("uncorrected_volatile") if ecc else None,
+        "xid": recent_xid(xid),
         "err": sorted(errors) if errors else [],
     }
     if detail:
@@ -78,6 +83,7 @@ def metrics_view(
             enc=_round(metrics.get("encoder_utilization_pct")),
             dec=_round(metrics.get("decoder_utilization_pct")),
             ecc_all=dict(ecc),
+            xid_all=dict(xid),
             procs=[
                 {"pid": proc.get("pid"), "type": proc.get("type", ""), "mem": _mib(proc.get("used_memory_bytes"))}
                 for proc in metrics.get("processes") or []
@@ -85,6 +91,14 @@ def metrics_view(
             errors=dict(errors or {}),
         )
     return view
+
+
+def recent_xid(xid: Mapping[str, Any], now: float | None = None) -> int | None:
+    """The last XID error's code while it is recent (within the dashboard's history window), else None."""
+    last_at = xid.get("last_at")
+    if xid.get("last") is None or not isinstance(last_at, int | float):
+        return None
+    return int(xid["last"]) if (now or time.time()) - last_at <= XID_RECENT_S else None
 
 
 def mig_view(instances: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -32,7 +32,7 @@ class Site:
         self.agent_id = uuid.uuid4().hex
         self.seq = 0
 
-    def report(self, util: int, *, runtimes: list | None = None, kind: str = "delta") -> float:
+    def report(self, util: int, *, runtimes: list | None = None, kind: str = "delta", xid: int | None = None) -> float:
         """Send one report of node gpu-push, as its agent would; when it was sent."""
         self.seq += 1
         gpu = {
@@ -46,6 +46,8 @@ class Site:
                 "clocks_mhz": {"sm": 1755},
             },
         }
+        if xid is not None:
+            gpu["metrics"]["xid_errors"] = {"count": 1, "last": xid, "last_at": time.time()}
         if kind == "snapshot":
             gpu["info"] = {"name": "NVIDIA H100 80GB HBM3", "memory_total_bytes": 80 * GIB, "power_limit_w": 700.0}
         body = {
@@ -156,6 +158,21 @@ def test_it_shows_a_telemetry_report_on_its_tile_within_a_second(page, site):
     print(f"report to tile: {took:.3f} s")
     assert took < 1.0
     shot(page, "03-tile-updated")
+
+
+def test_it_marks_a_tile_with_an_xid_error_as_it_is_reported(page, site):
+    wait_live(page)
+    tile = '[data-gpu="GPU-push-0"]'
+    page.wait_for_selector(tile)
+
+    site.report(40, xid=79)
+    page.wait_for_function(f"document.querySelector('{tile}').dataset.state === 'error'", timeout=5000)
+    word = page.text_content(f'{tile} [data-f="word"]')
+    shot(page, "03b-xid-error")
+    site.report(41)  # the next report without one (an agent restarted): the tile clears
+
+    assert word == "XID 79"
+    page.wait_for_function(f"document.querySelector('{tile}').dataset.state !== 'error'", timeout=5000)
 
 
 def test_it_shows_a_new_event_in_the_live_feed(page, site):

@@ -3,6 +3,8 @@ the models and the events, with values in readable units, before any script runs
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from django.test import Client
 
@@ -61,6 +63,24 @@ def test_it_paints_every_node_and_gpu_with_readable_units(viewer, registered_nod
     assert 'data-state="hot"' in html  # GPU 1 at 83 °C
     assert 'zone <b data-f="zone">eu-1</b>' in html
     assert 'data-t="gpus">2<' in html
+
+
+def test_it_marks_a_gpu_with_a_recent_xid_error_and_lets_an_old_one_go(viewer, registered_node, live):
+    now = time.time()
+    recent = {"count": 3, "last": 79, "last_at": now - 30}
+    old = {"count": 1, "last": 48, "last_at": now - 3600}
+    ingest(
+        live,
+        report("gpu-a", gpus=[gpu_sample("GPU-a0", 0, xid_errors=recent), gpu_sample("GPU-a1", 1, xid_errors=old)]),
+    )
+
+    fleet = client_of(viewer).get("/dashboard/").content.decode()
+    node = client_of(viewer).get("/dashboard/nodes/gpu-a/").content.decode()
+
+    tiles = {tile.split('"')[0]: tile for tile in fleet.split('data-gpu="')[1:]}  # each tile's markup
+    assert tiles["GPU-a0"].startswith('GPU-a0" data-state="error"') and "XID 79" in tiles["GPU-a0"]
+    assert tiles["GPU-a1"].startswith('GPU-a1" data-state="ok"') and "XID" not in tiles["GPU-a1"]
+    assert '<dd data-f="xid">79</dd>' in node and '<dd data-f="xid">none</dd>' in node
 
 
 def test_it_marks_a_node_that_never_reported_as_stale(viewer, registered_node, live):

@@ -66,13 +66,16 @@
   };
   Dash.tileState = function (gpu, stale) {
     if (stale || gpu.util == null) return "stale";
-    if (gpu.ecc || (gpu.err && gpu.err.length)) return "error";
+    if (gpu.ecc || gpu.xid || (gpu.err && gpu.err.length)) return "error";
     if ((gpu.temp || 0) >= Dash.HOT_C) return "hot";
     if (gpu.mem_total && (gpu.mem || 0) >= Dash.FULL_SHARE * gpu.mem_total) return "full";
     return "ok";
   };
   const WORDS = { stale: "stale", error: "error", hot: "hot", full: "mem full", ok: "" };
-  Dash.stateWord = (gpu, state) => (state === "error" ? (gpu.ecc ? "ECC" : "error") : WORDS[state]);
+  Dash.stateWord = function (gpu, state) {
+    if (state !== "error") return WORDS[state];
+    return gpu.xid ? "XID " + gpu.xid : gpu.ecc ? "ECC" : "error";
+  };
 
   // Okabe-Ito colours (readable with the common colour-vision deficiencies), one per metric.
   Dash.SERIES = {

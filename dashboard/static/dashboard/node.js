@@ -38,6 +38,7 @@
       ["pstate", "P-state"],
       ["throttle", "throttle"],
       ["ecc", "ECC uncorrected"],
+      ["xid", "XID (recent)"],
     ];
     for (const [field, label] of rows) {
       values.append(el("div", {}, el("dt", { class: "k-" + field }, label), el("dd", { dataset: { f: field } }, "\u2013")));
@@ -66,7 +67,7 @@
 
   function renderExtras(g) {
     const d = g.data;
-    const key = JSON.stringify([d.mig, d.procs, d.ecc_all, d.errors, d.clocks, d.fans, d.temp_mem, d.enc, d.dec]);
+    const key = JSON.stringify([d.mig, d.procs, d.ecc_all, d.xid_all, d.errors, d.clocks, d.fans, d.temp_mem, d.enc, d.dec]);
     if (key === g.extrasKey) return;
     g.extrasKey = key;
     const parts = [];
@@ -87,6 +88,10 @@
     }
     if (d.ecc_all && Object.keys(d.ecc_all).length) {
       parts.push(table("ECC errors", Object.keys(d.ecc_all), [Object.values(d.ecc_all)]));
+    }
+    if (d.xid_all && d.xid_all.count) {
+      const at = d.xid_all.last_at ? new Date(d.xid_all.last_at * 1000).toLocaleString() : "\u2013";
+      parts.push(table("XID errors since the agent started", ["count", "last XID", "at"], [[d.xid_all.count, d.xid_all.last, at]]));
     }
     if (d.errors && Object.keys(d.errors).length) {
       parts.push(el("p", { class: "problem" }, "NVML could not read: " +
@@ -111,6 +116,7 @@
     Dash.setText(f.pstate, d.pstate == null ? "\u2013" : "P" + d.pstate);
     Dash.setText(f.throttle, d.throttle && d.throttle.length ? d.throttle.join(", ") : "none");
     Dash.setText(f.ecc, d.ecc == null ? "\u2013" : String(d.ecc));
+    Dash.setText(f.xid, d.xid == null ? "none" : String(d.xid));
     renderExtras(g);
   }
 
