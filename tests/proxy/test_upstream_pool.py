@@ -58,7 +58,7 @@ class ScriptedServer:
             writer.close()
 
 
-async def answering(data: bytes, keep_going: bool = True) -> Answer:
+def answering(data: bytes, keep_going: bool = True) -> Answer:
     async def answer(request: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         writer.write(data)
         await writer.drain()
@@ -97,7 +97,7 @@ async def fetch(pool: UpstreamPool, url: str, method: str = "POST", body: bytes 
 
 
 async def test_it_sends_the_request_as_given_and_reuses_one_connection(pool, serve):
-    server = await serve(await answering(ok(b'{"outputs": []}', b"content-type: application/json\r\n")))
+    server = await serve(answering(ok(b'{"outputs": []}', b"content-type: application/json\r\n")))
     for _ in range(5):
         status, headers, body = await fetch(pool, server.url)
 
@@ -133,7 +133,7 @@ async def test_a_chunked_answer_streams_in_pieces(pool, serve):
 
 
 async def test_an_answer_with_neither_length_nor_chunks_ends_with_its_connection(pool, serve):
-    server = await serve(await answering(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it", keep_going=False))
+    server = await serve(answering(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it", keep_going=False))
 
     assert (await fetch(pool, server.url))[2] == b"all of it"
     await fetch(pool, server.url)
@@ -141,7 +141,7 @@ async def test_an_answer_with_neither_length_nor_chunks_ends_with_its_connection
 
 
 async def test_a_head_answer_ends_after_its_headers(pool, serve):
-    server = await serve(await answering(b"HTTP/1.1 200 OK\r\ncontent-length: 120\r\n\r\n"))
+    server = await serve(answering(b"HTTP/1.1 200 OK\r\ncontent-length: 120\r\n\r\n"))
 
     status, headers, body = await asyncio.wait_for(fetch(pool, server.url, "HEAD", None), 2)
 
@@ -149,7 +149,7 @@ async def test_a_head_answer_ends_after_its_headers(pool, serve):
 
 
 async def test_an_interim_answer_is_skipped_for_the_final_one(pool, serve):
-    server = await serve(await answering(b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n" + ok(b"final")))
+    server = await serve(answering(b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n" + ok(b"final")))
 
     status, headers, body = await fetch(pool, server.url)
 
@@ -157,7 +157,7 @@ async def test_an_interim_answer_is_skipped_for_the_final_one(pool, serve):
 
 
 async def test_a_connection_close_answer_is_not_reused(pool, serve):
-    server = await serve(await answering(ok(extra=b"connection: close\r\n"), keep_going=False))
+    server = await serve(answering(ok(extra=b"connection: close\r\n"), keep_going=False))
     for _ in range(3):
         assert (await fetch(pool, server.url))[2] == b"hello"
 
@@ -184,7 +184,7 @@ async def test_a_target_closing_without_an_answer_is_a_connect_failure(pool, ser
 
 
 async def test_an_answer_cut_off_part_way_is_broken(pool, serve):
-    server = await serve(await answering(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part", keep_going=False))
+    server = await serve(answering(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part", keep_going=False))
 
     with pytest.raises(BrokenAnswer, match="mid-answer"):
         await fetch(pool, server.url)
@@ -193,7 +193,7 @@ async def test_an_answer_cut_off_part_way_is_broken(pool, serve):
 
 
 async def test_a_malformed_answer_is_broken(pool, serve):
-    server = await serve(await answering(b"SMTP ready\r\n\r\n"))
+    server = await serve(answering(b"SMTP ready\r\n\r\n"))
 
     with pytest.raises(BrokenAnswer, match="malformed"):
         await fetch(pool, server.url)
@@ -229,7 +229,7 @@ async def test_a_body_that_stalls_times_out(pool, serve):
 
 
 async def test_a_connection_the_target_dropped_while_idle_is_not_reused(pool, serve):
-    server = await serve(await answering(ok()))
+    server = await serve(answering(ok()))
     await fetch(pool, server.url)
     for writer in server.writers:
         writer.close()
